@@ -1,0 +1,102 @@
+"""`metastyle-batch train` and `metastyle-batch evaluate`: thin shells over train.loop and train.evaluate."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..train.loop import TrainConfig
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(evaluate)
+
+
+_D = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def train(
+    content_dir: Path = typer.Option(..., "--content", help="Folder of content photos.", exists=True, file_okay=False),
+    style_dir: Path = typer.Option(..., "--style", help="Folder of style images (artworks, textures).", exists=True, file_okay=False),
+    out: Path = typer.Option(Path(_D["out_dir"]), "--out", "-o", help="Run folder: checkpoint, log.csv, samples/, model.safetensors."),
+    steps: int = typer.Option(_D["steps"], help="Total optimisation steps (a resumed run continues to this number)."),
+    base: int = typer.Option(_D["base"], help="TransformNet width: 8 (fast, default), 16 or 32."),
+    crop: int = typer.Option(_D["crop"], help="Square training crop size in pixels."),
+    batch: int = typer.Option(_D["batch"], help="Content images per step and process (the paper's m)."),
+    style_every: int = typer.Option(_D["style_every"], help="Steps per style before the next one (the paper's k)."),
+    lr: float = typer.Option(_D["lr"], help="Adam learning rate."),
+    content_layer: str = typer.Option(_D["content_layer"], help="relu2_2 (seed code) or relu3_3 (paper)."),
+    content_weight: float = typer.Option(_D["content_weight"]),
+    style_weight: float = typer.Option(_D["style_weight"]),
+    tv_weight: float = typer.Option(_D["tv_weight"]),
+    seed: int = typer.Option(_D["seed"]),
+    ckpt_every: int = typer.Option(_D["ckpt_every"], help="Checkpoint every N steps."),
+    sample_every: int = typer.Option(_D["sample_every"], help="Write a sample grid every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt exactly (model, optimizer, RNG, step)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
+    vgg: Optional[Path] = typer.Option(None, help="VGG-16 weights file (default: the user cache; see `setup`)."),
+) -> None:
+    """Train the meta network (the paper's Algorithm 1).
+
+    Example: metastyle-batch train --content photos/ --style art/ -o runs/m1 --steps 20000
+
+    Several GPUs: torchrun --nproc-per-node 4 -m metastyle_batch train … (DistributedDataParallel).
+    """
+    from ..train.loop import train as run
+
+    if content_layer not in ("relu1_2", "relu2_2", "relu3_3", "relu4_3"):
+        raise typer.BadParameter(f"unknown layer {content_layer!r}", param_hint="--content-layer")
+    if base not in (8, 16, 32):
+        raise typer.BadParameter("base must be 8, 16 or 32", param_hint="--base")
+    cfg = TrainConfig(content_dir=str(content_dir), style_dir=str(style_dir), out_dir=str(out), base=base, steps=steps,
+                      crop=crop, batch=batch, style_every=style_every, lr=lr, content_layer=content_layer,
+                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, seed=seed,
+                      ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device)
+    try:
+        run(cfg, resume=resume)
+    except FileNotFoundError as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2)
+
+
+def evaluate(
+    content_dir: Path = typer.Option(..., "--content", exists=True, file_okay=False, help="Folder of content images."),
+    style_dir: Path = typer.Option(..., "--style", exists=True, file_okay=False, help="Folder of style images."),
+    out: Path = typer.Option(Path("eval"), "--out", "-o", help="Writes results.csv and grid.png here."),
+    model: Optional[Path] = typer.Option(None, help="Model file (default: the shipped model)."),
+    size: int = typer.Option(256, help="Square evaluation size."),
+    n_content: Optional[int] = typer.Option(None, help="Use only the first N content images."),
+    n_style: Optional[int] = typer.Option(None, help="Use only the first N style images."),
+    gatys_steps: int = typer.Option(200, help="Gatys optimisation steps (losses also reported at 50)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Compare our output with Gatys optimisation (50 and 200 steps) and the content image, by VGG-16 losses.
+
+    Example: metastyle-batch evaluate --content eval/content --style eval/style --n-content 4 --n-style 4
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from ..engine import Stylizer
+    from ..train.evaluate import evaluate as run, summarize
+
+    stylizer = Stylizer(model, device=device)
+    cfg = stylizer.info.get("config", {})
+    with Progress(console=Console(stderr=True)) as bar:
+        task = bar.add_task("evaluating pairs", total=None)
+        rows = run(stylizer, content_dir, style_dir, out, size=size, n_content=n_content, n_style=n_style,
+                   gatys_steps=gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"),
+                   style_weight=cfg.get("style_weight", 50.0),
+                   progress=lambda i, n: bar.update(task, completed=i, total=n))
+    table = Table(title=f"mean VGG-16 losses over {len({(r.content, r.style) for r in rows})} pairs at {size}²")
+    for col in ("method", "content loss", "style loss"):
+        table.add_column(col)
+    for method, (lc, ls) in summarize(rows).items():
+        table.add_row(method, f"{lc:.3f}", f"{ls:.3f}")
+    Console().print(table)
+    typer.echo(f"wrote {out / 'results.csv'} and {out / 'grid.png'}")

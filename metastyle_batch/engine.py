@@ -1,0 +1,250 @@
+"""The one core every shell calls: style images → cached style codes → cached generated networks → pixels."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .model.io import ModelError, load_model
+from .model.meta import StyleCode, mix
+from .model.transform import DirectOps, Params, TiledOps, crop_back, pad_to_multiple, transform
+from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
+from .paths import cache_dir
+
+DEFAULT_MODEL = "metastyle-base8.safetensors"
+StyleLike = "str | os.PathLike | bytes | np.ndarray | StyleCode"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' requested but Apple's MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_model_path() -> Path:
+    """``$METASTYLE_MODEL``, else the model shipped inside the package (``weights/`` of the source tree)."""
+    if env := os.environ.get("METASTYLE_MODEL"):
+        return Path(env).expanduser()
+    return Path(str(resources.files("metastyle_batch.weights").joinpath(DEFAULT_MODEL)))
+
+
+def load_rgb_tensor(img: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) float array in [0, 1] → (1, 3, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
+
+
+def preserve_colors(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Luminance-only transfer: keep the stylized Y channel, take Cb/Cr from the content (BT.601)."""
+    def ycbcr(x):
+        r, g, b = x.unbind(1)
+        y = 0.299 * r + 0.587 * g + 0.114 * b
+        return y, (b - y) * 0.564, (r - y) * 0.713
+
+    y, _, _ = ycbcr(stylized)
+    _, cb, cr = ycbcr(content)
+    r = y + 1.403 * cr
+    b = y + 1.773 * cb
+    g = (y - 0.299 * r - 0.114 * b) / 0.587
+    return torch.stack([r, g, b], 1)
+
+
+def _read_style_bytes(path: Path) -> bytes:
+    from .images import ImageError
+
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(str(path), "style image not found") from None
+    except OSError as e:
+        raise ImageError(str(path), f"cannot read style image ({e.strerror or e})") from None
+
+
+class Stylizer:
+    """Loads the meta network once; encodes styles (cached in memory and on disk) and stylizes images.
+
+    On CUDA the generated networks run in half precision and channels-last.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", vgg: str | os.PathLike | None = None,
+                 max_pixels: int | None = None, tile: int = 512, disk_cache: bool = True, log=None):
+        self.device = pick_device(device)
+        self.model_path = Path(model) if model else default_model_path()
+        if not self.model_path.is_file():
+            raise ModelError(f"{self.model_path}: model file not found (pass --model or set METASTYLE_MODEL)")
+        self.meta, self.info = load_model(self.model_path)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.meta.to(self.device)
+        self.style_size = int(self.info.get("style_size", 256))
+        self.max_pixels = max_pixels or self._default_max_pixels()
+        self.tile = tile
+        self.disk_cache = disk_cache
+        self._vgg_path, self._vgg, self._log = vgg, None, log
+        self._codes: OrderedDict[str, StyleCode] = OrderedDict()
+        self._nets: OrderedDict[bytes, Params] = OrderedDict()
+
+    @property
+    def model_id(self) -> str:
+        return self.info["id"]
+
+    def _default_max_pixels(self) -> int:
+        """Images above this many pixels run tiled, layer by layer (exact, just slower)."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return max(1 << 20, free // 600)
+        return 16 << 20
+
+    @property
+    def vgg(self) -> VGG16:
+        if self._vgg is None:
+            self._vgg = load_vgg(self._vgg_path, log=self._log).to(self.device)
+        return self._vgg
+
+    # ---- style codes -------------------------------------------------------------------------------------
+    def encode(self, style: StyleLike) -> StyleCode:
+        """A style image (path, encoded bytes or float RGB array) → its code; cached by content hash."""
+        if isinstance(style, StyleCode):
+            return style
+        if isinstance(style, np.ndarray):
+            key_bytes, rgb = np.ascontiguousarray(style, dtype=np.float32).tobytes(), style
+        else:
+            from .images import read_image
+
+            key_bytes = style if isinstance(style, bytes) else _read_style_bytes(Path(style))
+            rgb = None  # decoded only on a cache miss
+        key = hashlib.sha256(key_bytes + f"|{self.model_id}|{self.style_size}".encode()).hexdigest()
+        if key in self._codes:
+            self._codes.move_to_end(key)
+            return self._codes[key]
+        code = self._read_code(key)
+        if code is None:
+            code = self.encode_array(rgb if rgb is not None else read_image(key_bytes, "<style bytes>" if isinstance(style, bytes) else str(style)).frames[0])
+            self._write_code(key, code)
+        self._codes[key] = code
+        while len(self._codes) > 256:
+            self._codes.popitem(last=False)
+        return code
+
+    @torch.no_grad()
+    def encode_array(self, rgb: np.ndarray) -> StyleCode:
+        """Uncached encode: shorter side resized to the model's style size, VGG statistics, meta hidden layer."""
+        x = load_rgb_tensor(rgb).to(self.device)
+        scale = self.style_size / min(x.shape[-2:])
+        size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        vec = style_vector(self.vgg(x.clamp(0, 1), STYLE_LAYERS))
+        return StyleCode(self.meta.encode_features(vec)[0].float().cpu())
+
+    def _code_file(self, key: str) -> Path:
+        return cache_dir() / "codes" / f"{key}.safetensors"
+
+    def _read_code(self, key: str) -> StyleCode | None:
+        if not self.disk_cache:
+            return None
+        path = self._code_file(key)
+        try:
+            return StyleCode(load_file(str(path))["hidden"])
+        except Exception:  # missing or damaged cache entries are simply recomputed
+            return None
+
+    def _write_code(self, key: str, code: StyleCode) -> None:
+        if not self.disk_cache:
+            return
+        path = self._code_file(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+            save_file({"hidden": code.hidden.contiguous()}, str(tmp), metadata={"model": self.model_id})
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs speed
+
+    def blend(self, styles: list, weights: list[float] | None = None) -> StyleCode:
+        return mix([self.encode(s) for s in styles], weights)
+
+    def with_strength(self, code: StyleCode, content: np.ndarray, strength: float) -> StyleCode:
+        """The paper's strength control: interpolate towards the content image's own code (identity style)."""
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be between 0 and 1, got {strength}")
+        if strength == 1.0:
+            return code
+        return mix([code, self.encode_array(content)], [strength, 1.0 - strength])
+
+    # ---- networks ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def network(self, code: StyleCode | torch.Tensor) -> Params:
+        """Generated TransformNet parameters on the device (cached per code). A (G, D) tensor gives G networks."""
+        hidden = code.hidden if isinstance(code, StyleCode) else code
+        key = hashlib.sha1(hidden.float().cpu().numpy().tobytes()).digest()
+        if key in self._nets:
+            self._nets.move_to_end(key)
+            return self._nets[key]
+        params = self.meta.network(hidden.to(self.device).float())
+        params = {k: v.to(self.dtype) for k, v in params.items()}
+        self._nets[key] = params
+        while len(self._nets) > 16:
+            self._nets.popitem(last=False)
+        return params
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1], any size → stylized (B, 3, H, W) in [0, 1], float32 on the device."""
+        x = x.to(self.device, self.dtype)
+        x, size = pad_to_multiple(x)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if x.shape[0] == 1 and x.shape[-2] * x.shape[-1] > self.max_pixels:
+            y = transform(x, params, self.meta.base, ops=TiledOps(self.device, self.dtype, self.tile)).to(self.device)
+        else:
+            y = transform(x, params, self.meta.base)
+        return crop_back(y, size).float().clamp_(0, 1)
+
+    def stylize_picture(self, picture, code: StyleCode, strength: float = 1.0, preserve_color: bool = False,
+                        max_side: int | None = None):
+        """Every frame of a :class:`~metastyle_batch.images.Picture` with one network; alpha, timing and colour
+        profile carried over. Strength is resolved once (from the first frame) so animations do not flicker."""
+        from .images import Picture
+
+        code = self.with_strength(code, picture.frames[0], strength)
+        frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side) for f in picture.frames]
+        return Picture(frames, picture.alpha, picture.durations, picture.format, picture.bit_depth, picture.icc_profile)
+
+    def stylize(self, content: np.ndarray, style, strength: float = 1.0, preserve_color: bool = False,
+                max_side: int | None = None, mix_weights: list[float] | None = None) -> np.ndarray:
+        """Stylize one (H, W, 3) float RGB image; the result has the same size (or fits ``max_side``).
+
+        ``style`` is a path, bytes, array, StyleCode, or a list of those blended with ``mix_weights``.
+        """
+        x = load_rgb_tensor(content)
+        if max_side and max(x.shape[-2:]) > max_side:
+            scale = max_side / max(x.shape[-2:])
+            size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+            content = x[0].permute(1, 2, 0).numpy()
+        styles = style if isinstance(style, (list, tuple)) else [style]
+        code = self.blend(list(styles), mix_weights)
+        code = self.with_strength(code, content, strength)
+        y = self.run(x, self.network(code))
+        if preserve_color:
+            y = preserve_colors(y, x.to(y.device)).clamp_(0, 1)
+        return y[0].permute(1, 2, 0).cpu().numpy()

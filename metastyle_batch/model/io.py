@@ -1,0 +1,83 @@
+"""Model files: safetensors with JSON metadata, verified against a recorded sha256. Never pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .meta import MetaNet
+
+FORMAT = "metastyle-batch/metanet"
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, damaged or not ours; the message is one line."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(meta: MetaNet, path: str | Path, info: dict | None = None, dtype=torch.float16) -> str:
+    """Write weights + ``<path>.sha256``; returns the sha256. ``info`` lands in the metadata (training facts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in meta.state_dict().items()}
+    meta_info = {"format": FORMAT, "base": meta.base, **(info or {})}
+    tmp = path.with_name(f".{path.name}.part")
+    save_file(tensors, str(tmp), metadata={"metastyle": json.dumps(meta_info)})
+    tmp.replace(path)
+    digest = sha256_file(path)
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def read_info(path: str | Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("metastyle")
+    except Exception as e:  # safetensors raises several types for damaged headers
+        raise ModelError(f"{path}: not a readable safetensors model ({type(e).__name__})") from None
+    if raw is None:
+        raise ModelError(f"{path}: not a metastyle-batch model (no 'metastyle' metadata)")
+    try:
+        info = json.loads(raw)
+        int(info["base"])
+    except (ValueError, KeyError, TypeError):
+        raise ModelError(f"{path}: damaged model metadata") from None
+    if info.get("format") != FORMAT:
+        raise ModelError(f"{path}: unknown model format {info.get('format')!r}")
+    return info
+
+
+def load_model(path: str | Path, verify: bool = True) -> tuple[MetaNet, dict]:
+    """Load a MetaNet in float32; checks the sidecar sha256 when there is one (the shipped model has one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    digest = sha256_file(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    if verify and sidecar.is_file():
+        expected = (sidecar.read_text().split() or [""])[0]
+        if expected != digest:
+            raise ModelError(f"{path}: sha256 mismatch (file is damaged or was changed; expected {expected[:12]}…)")
+    info = read_info(path)
+    meta = MetaNet(base=int(info["base"]))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = {key: f.get_tensor(key).float() for key in f.keys()}
+        meta.load_state_dict(state, strict=True)
+    except Exception as e:  # truncated data, wrong shapes, missing keys
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"{path}: weights do not fit a base-{info['base']} meta network ({first})") from None
+    meta.requires_grad_(False).eval()
+    return meta, {**info, "sha256": digest, "id": digest[:12]}

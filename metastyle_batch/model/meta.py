@@ -1,0 +1,88 @@
+"""The meta network: VGG style statistics → hidden state → the weights of a TransformNet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .transform import Params, generated_specs, layer_specs
+from .vgg import STYLE_DIM
+
+HIDDEN_PER_LAYER = 128
+
+
+@dataclass(frozen=True)
+class StyleCode:
+    """A point in the meta network's hidden space (ReLU output, 128 numbers per generated layer).
+
+    Generated weights are linear in the hidden state, so mixing codes mixes networks.
+    """
+
+    hidden: torch.Tensor  # (D,) float32
+
+    def __add__(self, other: "StyleCode") -> "StyleCode":
+        return StyleCode(self.hidden + other.hidden.to(self.hidden.device))
+
+    def __mul__(self, weight: float) -> "StyleCode":
+        return StyleCode(self.hidden * weight)
+
+    __rmul__ = __mul__
+
+
+def mix(codes: list[StyleCode], weights: list[float] | None = None) -> StyleCode:
+    """Weighted blend of style codes; weights are normalised to sum to one."""
+    if not codes:
+        raise ValueError("mix() needs at least one style code")
+    weights = list(weights) if weights is not None else [1.0] * len(codes)
+    if len(weights) != len(codes):
+        raise ValueError(f"{len(codes)} styles but {len(weights)} mix weights")
+    total = float(sum(weights))
+    if total <= 0 or any(w < 0 for w in weights):
+        raise ValueError("mix weights must be non-negative and not all zero")
+    out = codes[0] * (weights[0] / total)
+    for code, w in zip(codes[1:], weights[1:]):
+        out = out + code * (w / total)
+    return out
+
+
+class MetaNet(nn.Module):
+    """Linear(1920, 128·L) + ReLU, then one Linear(128, n_params) head per generated layer.
+
+    Also owns the two 9x9 convs that are trained directly rather than generated.
+    """
+
+    def __init__(self, base: int = 8):
+        super().__init__()
+        self.base = base
+        self.specs = generated_specs(base)
+        self.hidden = nn.Linear(STYLE_DIM, HIDDEN_PER_LAYER * len(self.specs))
+        self.heads = nn.ModuleList(nn.Linear(HIDDEN_PER_LAYER, s.n_params) for s in self.specs)
+        fixed = {s.name: s for s in layer_specs(base) if not s.generated}
+        self.conv_in = nn.Conv2d(3, base, fixed["conv_in"].k)
+        self.conv_out = nn.Conv2d(base, 3, fixed["conv_out"].k)
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.hidden.out_features
+
+    def encode_features(self, style_vec: torch.Tensor) -> torch.Tensor:
+        """(B, 1920) VGG mean/std statistics → (B, 128·L) hidden state."""
+        return torch.relu(self.hidden(style_vec))
+
+    def network(self, hidden: torch.Tensor) -> Params:
+        """(G, 128·L) hidden states → parameters of G TransformNets (leading dim G on generated layers)."""
+        if hidden.dim() == 1:
+            hidden = hidden[None]
+        params: Params = {
+            "conv_in.weight": self.conv_in.weight, "conv_in.bias": self.conv_in.bias,
+            "conv_out.weight": self.conv_out.weight, "conv_out.bias": self.conv_out.bias,
+        }
+        chunks = hidden.split(HIDDEN_PER_LAYER, dim=1)
+        for spec, head, h in zip(self.specs, self.heads, chunks):
+            flat = head(h)
+            n_w = spec.cout * spec.cin * spec.k * spec.k
+            params[f"{spec.name}.weight"] = flat[:, :n_w].reshape(-1, spec.cout, spec.cin, spec.k, spec.k)
+            params[f"{spec.name}.bias"] = flat[:, n_w:]
+        return params

@@ -1,0 +1,150 @@
+"""The image transformation network whose weights the meta network generates.
+
+Architecture (MetaNet "fast" network): 9x9 conv (trained) → two stride-2 3x3 convs → 5 residual blocks →
+two nearest-upsample 3x3 convs → 9x9 conv (trained). Reflection padding everywhere, instance norm + ReLU after
+every conv but the last. Generated weights carry a leading group dim G: G == 1 shares one network over the
+batch, G == B gives every sample its own network (grouped convolution).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    name: str
+    cin: int
+    cout: int
+    k: int
+    stride: int = 1
+    upsample: bool = False
+    generated: bool = True
+
+    @property
+    def n_params(self) -> int:
+        return self.cout * self.cin * self.k * self.k + self.cout
+
+
+def layer_specs(base: int = 8) -> list[ConvSpec]:
+    b = base
+    specs = [ConvSpec("conv_in", 3, b, 9, generated=False),
+             ConvSpec("down1", b, 2 * b, 3, stride=2),
+             ConvSpec("down2", 2 * b, 4 * b, 3, stride=2)]
+    for i in range(1, 6):
+        specs += [ConvSpec(f"res{i}a", 4 * b, 4 * b, 3), ConvSpec(f"res{i}b", 4 * b, 4 * b, 3)]
+    specs += [ConvSpec("up1", 4 * b, 2 * b, 3, upsample=True),
+              ConvSpec("up2", 2 * b, b, 3, upsample=True),
+              ConvSpec("conv_out", b, 3, 9, generated=False)]
+    return specs
+
+
+def generated_specs(base: int = 8) -> list[ConvSpec]:
+    return [s for s in layer_specs(base) if s.generated]
+
+
+Params = dict[str, torch.Tensor]  # "<layer>.weight" (G, O, I, k, k) / (O, I, k, k); "<layer>.bias" (G, O) / (O,)
+
+
+class DirectOps:
+    """Runs every layer on the whole tensor at once."""
+
+    @staticmethod
+    def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+        if spec.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = F.pad(x, [spec.k // 2] * 4, mode="reflect")
+        return _conv(x, w, b, spec.stride)
+
+    @staticmethod
+    def norm(x: torch.Tensor, relu: bool) -> torch.Tensor:
+        x = F.instance_norm(x)
+        return F.relu(x) if relu else x
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int) -> torch.Tensor:
+    if w.dim() == 4:
+        return F.conv2d(x, w, b, stride)
+    groups = w.shape[0]
+    if groups == 1:
+        return F.conv2d(x, w[0], b[0], stride)
+    n, cin, h, wd = x.shape
+    if n != groups:
+        raise ValueError(f"batch of {n} images but {groups} generated networks")
+    y = F.conv2d(x.reshape(1, n * cin, h, wd), w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride, groups=n)
+    return y.reshape(n, -1, *y.shape[2:])
+
+
+class TiledOps:
+    """Layer-by-layer execution over tiles, for images too large for device memory.
+
+    Every activation lives on ``store`` (host memory); each conv runs tile by tile on ``device`` with the exact
+    receptive-field halo, and instance-norm statistics are taken over the whole activation. The result therefore
+    equals the untiled network up to float rounding: there are no seams to feather.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, tile: int = 512, store: str = "cpu"):
+        self.device, self.dtype, self.tile, self.store = device, dtype, tile, torch.device(store)
+
+    def conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+        x = x.to(self.store, torch.float32)
+        if spec.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = F.pad(x, [spec.k // 2] * 4, mode="reflect")
+        s, k, t = spec.stride, spec.k, self.tile
+        ho, wo = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
+        out = torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store)
+        w, b = w.to(self.device, self.dtype), b.to(self.device, self.dtype)
+        for y0 in range(0, ho, t):
+            y1 = min(y0 + t, ho)
+            for x0 in range(0, wo, t):
+                x1 = min(x0 + t, wo)
+                patch = x[:, :, y0 * s:(y1 - 1) * s + k, x0 * s:(x1 - 1) * s + k]
+                patch = patch.to(self.device, self.dtype)
+                out[:, :, y0:y1, x0:x1] = _conv(patch, w, b, s).to(self.store, torch.float32)
+        return out
+
+    def norm(self, x: torch.Tensor, relu: bool) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        x.sub_(mean).div_((var + 1e-5).sqrt())
+        return x.clamp_(min=0) if relu else x
+
+
+def transform(x: torch.Tensor, params: Params, base: int = 8, ops=DirectOps) -> torch.Tensor:
+    """Stylize RGB in [0, 1] (sides a multiple of 4) with a generated network; output is unclamped RGB."""
+    specs = {s.name: s for s in layer_specs(base)}
+
+    def layer(h: torch.Tensor, name: str, relu: bool = True, norm: bool = True) -> torch.Tensor:
+        h = ops.conv(h, params[f"{name}.weight"], params[f"{name}.bias"], specs[name])
+        return ops.norm(h, relu) if norm else h
+
+    h = layer(x, "conv_in")
+    h = layer(h, "down1")
+    h = layer(h, "down2")
+    for i in range(1, 6):
+        h = h + layer(layer(h, f"res{i}a"), f"res{i}b", relu=False)
+    h = layer(h, "up1")
+    h = layer(h, "up2")
+    return layer(h, "conv_out", norm=False)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = 4, minimum: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad reflectively so the network's down/up-sampling round-trips exactly; returns the original (H, W)."""
+    h, w = x.shape[-2:]
+    th = max(math.ceil(h / multiple) * multiple, minimum)
+    tw = max(math.ceil(w / multiple) * multiple, minimum)
+    ph, pw = th - h, tw - w
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2], mode=mode)
+    return x, (h, w)
+
+
+def crop_back(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    h, w = size
+    top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
+    return y[..., top:top + h, left:left + w]

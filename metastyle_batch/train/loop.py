@@ -1,0 +1,234 @@
+"""Train the meta network: the paper's Algorithm 1 (one style for k steps of m content images, then the next).
+
+Runs on one device, or on several under ``torchrun`` with DistributedDataParallel (NCCL on GPUs, gloo on CPU).
+Checkpoints hold model, optimizer, step and RNG state, and all data sampling is derived from (seed, step, rank),
+so ``resume`` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..model.io import save_model
+from ..model.meta import MetaNet
+from ..model.transform import transform
+from ..model.vgg import VGG16, STYLE_LAYERS, load_vgg, style_vector
+from . import data
+from .losses import perceptual_losses, style_targets
+
+
+@dataclass
+class TrainConfig:
+    content_dir: str
+    style_dir: str
+    out_dir: str = "runs/metanet"
+    base: int = 8
+    steps: int = 20000
+    crop: int = 256
+    batch: int = 8  # m: content images per step (per process)
+    style_every: int = 20  # k: steps per style
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    clip_grad: float = 5.0
+    content_layer: str = "relu2_2"
+    content_weight: float = 1.0
+    style_weight: float = 50.0
+    tv_weight: float = 1.0
+    seed: int = 0
+    ckpt_every: int = 200
+    sample_every: int = 500
+    log_every: int = 10
+    vgg: str | None = None
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class StyleTransferModel(nn.Module):
+    """The trainable graph (meta network → generated TransformNet → image), one module so DDP can wrap it."""
+
+    def __init__(self, meta: MetaNet):
+        super().__init__()
+        self.meta = meta
+
+    def forward(self, style_vec: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        params = self.meta.network(self.meta.encode_features(style_vec))
+        return transform(content, params, self.meta.base)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _dist_info() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VGG16 | None = None) -> MetaNet:
+    """Run training to ``cfg.steps``; rank 0 writes ``out_dir/model.safetensors``. Returns this rank's network."""
+    rank, world, local_rank = _dist_info()
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    out = Path(cfg.out_dir)
+    is_main = rank == 0
+    if is_main:
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    meta = MetaNet(cfg.base).to(device)
+    model: nn.Module = StyleTransferModel(meta)
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    vgg = (vgg or load_vgg(cfg.vgg, log=print if is_main else None)).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        vgg = vgg.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(meta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume from")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        meta.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        torch.set_rng_state(state["rng"])
+        step = int(state["step"])
+
+    contents = data.load_folder(cfg.content_dir)
+    styles = data.load_folder(cfg.style_dir)
+    if is_main:
+        print(f"training base-{cfg.base} meta network on {len(contents)} content and {len(styles)} style images, "
+              f"{world} process(es) on {device}, steps {step}→{cfg.steps}")
+
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    log_file = open(out / "log.csv", "a", newline="") if is_main else None
+    writer = csv.writer(log_file) if log_file else None
+    if writer and log_file.tell() == 0:
+        writer.writerow(["step", "loss", "content", "style", "tv", "grad_norm", "skipped", "seconds"])
+    bar = _progress(progress and is_main, step, cfg.steps)
+    t0 = time.time()
+    style_vec = targets = None
+    try:
+        while step < cfg.steps:
+            if style_vec is None or step % cfg.style_every == 0:
+                g = data.generator(cfg.seed, 1, step // cfg.style_every)  # same style on every rank
+                style_img = data.sample_batch(styles, 1, cfg.crop, g).to(device)
+                with torch.no_grad(), amp:
+                    feats = vgg(style_img, STYLE_LAYERS)
+                style_vec, targets = style_vector(feats).float(), style_targets(feats)
+            content = data.sample_batch(contents, cfg.batch, cfg.crop, data.generator(cfg.seed, 2, step, rank)).to(device)
+            if channels_last:
+                content = content.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad(), amp:
+                content_feat = vgg(content, (cfg.content_layer,))[cfg.content_layer]
+            with amp:
+                out_img = model(style_vec, content)
+                lc, ls, ltv = perceptual_losses(vgg, out_img, content_feat, targets, cfg.content_layer)
+                loss = cfg.content_weight * lc + cfg.style_weight * ls + cfg.tv_weight * ltv
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(meta.parameters(), cfg.clip_grad))
+            skipped = not math.isfinite(grad_norm)
+            if not skipped:  # a non-finite step would poison Adam's moments: drop it (same on every rank)
+                opt.step()
+            step += 1
+            if writer and (step % cfg.log_every == 0 or step == cfg.steps):
+                writer.writerow([step, f"{loss.item():.5g}", f"{lc.item():.5g}", f"{ls.item():.5g}",
+                                 f"{ltv.item():.5g}", f"{grad_norm:.4g}", int(skipped), f"{time.time() - t0:.1f}"])
+                log_file.flush()
+            if bar:
+                bar.advance_to(step, loss.item())
+            if is_main and step % cfg.sample_every == 0:
+                _sample_grid(meta, vgg, contents, styles, cfg, out / "samples" / f"step_{step:07d}.png", device)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                if is_main:
+                    _save_checkpoint(ckpt_path, meta, opt, step, cfg)
+    finally:
+        if bar:
+            bar.stop()
+        if log_file:
+            log_file.close()
+    elapsed = time.time() - t0
+    model_path = out / "model.safetensors"
+    if is_main:
+        save_model(meta, model_path, {"style_size": cfg.crop, "steps": step, "config": asdict(cfg)})
+        print(f"done: {step} steps, {elapsed:.0f} s this run → {model_path}")
+    if world > 1:
+        dist.barrier()
+    return meta
+
+
+def _save_checkpoint(path: Path, meta: MetaNet, opt, step: int, cfg: TrainConfig) -> None:
+    tmp = path.with_name(path.name + ".part")
+    torch.save({"model": meta.state_dict(), "optim": opt.state_dict(), "step": step,
+                "rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def _sample_grid(meta, vgg, contents, styles, cfg, path: Path, device) -> None:
+    """A grid: first row the styles, then each content stylized by each style."""
+    from ..grid import save_grid
+
+    g = data.generator(cfg.seed, 3)
+    size = min(cfg.crop, 256)
+    c = data.sample_batch(contents, 4, size, g).to(device)
+    s = data.sample_batch(styles, 4, size, g).to(device)
+    was_training = meta.training
+    meta.eval()
+    hidden = meta.encode_features(style_vector(vgg(s, STYLE_LAYERS)).float())
+    rows = [[None] + list(s.cpu())]
+    for img in c:
+        outs = transform(img[None].expand(4, -1, -1, -1), meta.network(hidden), cfg.base).clamp(0, 1)
+        rows.append([img.cpu()] + list(outs.cpu()))
+    meta.train(was_training)
+    save_grid(rows, path)
+
+
+def _progress(enabled: bool, start: int, total: int):
+    """A rich progress bar showing loss, it/s and ETA; None when disabled (other ranks, tests)."""
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.speed:.2f} it/s" ), TimeRemainingColumn())
+    task = bar.add_task("train", total=total, completed=start, loss=float("nan"))
+    bar.start()
+    bar.advance_to = lambda step, loss: bar.update(task, completed=step, loss=loss)
+    return bar
+
+
+def export_checkpoint(checkpoint: str | Path, model_path: str | Path) -> str:
+    """Turn a training checkpoint into a shippable model file (float16 safetensors + sha256); returns the sha256."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_dict(state["config"])
+    meta = MetaNet(cfg.base)
+    meta.load_state_dict(state["model"])
+    return save_model(meta, model_path, {"style_size": cfg.crop, "steps": int(state["step"]), "config": asdict(cfg)})

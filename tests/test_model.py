@@ -1,0 +1,64 @@
+"""The generated TransformNet: per-sample networks, exact tiling, any input size."""
+
+import torch
+
+from metastyle_batch.model.meta import MetaNet, StyleCode, mix
+from metastyle_batch.model.transform import TiledOps, crop_back, generated_specs, pad_to_multiple, transform
+from metastyle_batch.model.vgg import STYLE_DIM
+
+
+def _meta(seed=0):
+    torch.manual_seed(seed)
+    return MetaNet(8).eval()
+
+
+def test_base8_is_the_papers_small_network():
+    specs = generated_specs(8)
+    assert len(specs) == 14  # 2 down, 10 residual, 2 up
+    n = sum(s.n_params for s in specs)
+    assert 100_000 < n < 115_000  # ≈ 0.42 MB in float32, the paper's "449 KB" network
+    assert _meta().hidden_dim == 128 * 14
+
+
+@torch.no_grad()
+def test_per_sample_networks_match_one_at_a_time():
+    meta = _meta()
+    hidden = torch.relu(torch.randn(3, meta.hidden_dim))
+    x = torch.rand(3, 3, 32, 40)
+    batched = transform(x, meta.network(hidden), 8)
+    for i in range(3):
+        single = transform(x[i:i + 1], meta.network(hidden[i]), 8)
+        torch.testing.assert_close(batched[i:i + 1], single, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(batched[0], batched[1])
+
+
+@torch.no_grad()
+def test_tiled_equals_untiled():
+    meta = _meta()
+    params = meta.network(torch.relu(torch.randn(meta.hidden_dim)))
+    x, size = pad_to_multiple(torch.rand(1, 3, 150, 230))
+    whole = transform(x, params, 8)
+    tiled = transform(x, params, 8, ops=TiledOps(torch.device("cpu"), torch.float32, tile=24))
+    assert (whole - tiled).abs().max() < 1e-4
+
+
+def test_pad_and_crop_round_trip_any_size():
+    for h, w in [(1, 1), (5, 3), (37, 53), (64, 64)]:
+        x = torch.rand(1, 3, h, w)
+        padded, size = pad_to_multiple(x)
+        assert padded.shape[-2] % 4 == 0 and padded.shape[-1] % 4 == 0
+        torch.testing.assert_close(crop_back(padded, size), x)
+
+
+def test_mixing_codes_mixes_networks_linearly():
+    meta = _meta()
+    a, b = StyleCode(torch.rand(meta.hidden_dim)), StyleCode(torch.rand(meta.hidden_dim))
+    m = mix([a, b], [3, 1])
+    torch.testing.assert_close(m.hidden, 0.75 * a.hidden + 0.25 * b.hidden)
+    pa, pb, pm = meta.network(a.hidden), meta.network(b.hidden), meta.network(m.hidden)
+    torch.testing.assert_close(pm["down1.weight"], 0.75 * pa["down1.weight"] + 0.25 * pb["down1.weight"])
+
+
+def test_encode_features_shape():
+    meta = _meta()
+    assert meta.encode_features(torch.rand(2, STYLE_DIM)).shape == (2, meta.hidden_dim)

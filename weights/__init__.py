@@ -1,0 +1,1 @@
+"""The shipped, trained meta network (see MODEL_CARD.md)."""
