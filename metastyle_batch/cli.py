@@ -9,16 +9,14 @@ exceptions into one-line messages and exit codes:
 * 2: usage error (bad option, missing style, no inputs, model or VGG weights missing/damaged);
 * 130: interrupted with Ctrl-C (outputs are written atomically, so no partial files remain).
 
-Commands in :mod:`metastyle_batch.commands` that define ``register(app)`` are added automatically.
+The other commands live in :mod:`metastyle_batch.commands`, one module each, registered at the bottom.
 """
 
 from __future__ import annotations
 
 import glob
-import importlib
 import json
 import os
-import pkgutil
 import platform
 import sys
 import time
@@ -745,23 +743,13 @@ def cache_clear(
 # ------------------------------------------------------------------------------------------ other commands
 
 
-def _register_command_modules() -> None:
-    """Add every ``metastyle_batch.commands.<name>`` that defines ``register(app)`` (train, evaluate, …)."""
-    from . import commands
+def _register_commands() -> None:
+    from .commands import gimp, train, video, watch
 
-    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if mod.name.startswith("_"):
-            continue
-        try:
-            module = importlib.import_module(f"{commands.__name__}.{mod.name}")
-        except Exception as exc:  # one broken plug-in must not take the whole CLI down
-            _echo_err(f"Warning: command module {mod.name} failed to load: {type(exc).__name__}: {_one_line(exc)}")
-            continue
-        register = getattr(module, "register", None)
-        if callable(register):
-            register(app)
+    for module in (video, watch, train, gimp):
+        module.register(app)
 
 
-_register_command_modules()
+_register_commands()
 
 __all__ = ["app"]

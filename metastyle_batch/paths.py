@@ -23,6 +23,8 @@ def atomic_write_bytes(dest: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must never expose an empty file after a power cut
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should get the usual permissions
         os.replace(tmp, dest)
     except BaseException:

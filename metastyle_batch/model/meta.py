@@ -50,13 +50,17 @@ def mix(codes: list[StyleCode], weights: list[float] | None = None) -> StyleCode
 class MetaNet(nn.Module):
     """Linear(1920, 128·L) + ReLU, then one Linear(128, n_params) head per generated layer.
 
-    Also owns the two 9x9 convs that are trained directly rather than generated.
+    Also owns the two 9x9 convs that are trained directly rather than generated, and the per-dimension mean and
+    std of the training styles' statistics: raw VGG statistics share a large common offset, and standardising
+    them lets the hidden layer see what distinguishes one style from another from the first step.
     """
 
     def __init__(self, base: int = 8):
         super().__init__()
         self.base = base
         self.specs = generated_specs(base)
+        self.register_buffer("feat_mean", torch.zeros(STYLE_DIM))
+        self.register_buffer("feat_std", torch.ones(STYLE_DIM))
         self.hidden = nn.Linear(STYLE_DIM, HIDDEN_PER_LAYER * len(self.specs))
         self.heads = nn.ModuleList(nn.Linear(HIDDEN_PER_LAYER, s.n_params) for s in self.specs)
         fixed = {s.name: s for s in layer_specs(base) if not s.generated}
@@ -69,7 +73,13 @@ class MetaNet(nn.Module):
 
     def encode_features(self, style_vec: torch.Tensor) -> torch.Tensor:
         """(B, 1920) VGG mean/std statistics → (B, 128·L) hidden state."""
-        return torch.relu(self.hidden(style_vec))
+        return torch.relu(self.hidden((style_vec - self.feat_mean) / self.feat_std))
+
+    @torch.no_grad()
+    def set_feature_stats(self, style_vecs: torch.Tensor) -> None:
+        """Standardise inputs by the statistics of a set of (N, 1920) style vectors (once, before training)."""
+        self.feat_mean.copy_(style_vecs.mean(0))
+        self.feat_std.copy_(style_vecs.std(0).clamp_min(1e-3))
 
     def network(self, hidden: torch.Tensor) -> Params:
         """(G, 128·L) hidden states → parameters of G TransformNets (leading dim G on generated layers)."""

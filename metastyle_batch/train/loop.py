@@ -122,6 +122,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
 
     contents = data.load_folder(cfg.content_dir)
     styles = data.load_folder(cfg.style_dir)
+    if not resume:
+        meta.set_feature_stats(_style_vectors(vgg, styles, cfg, device))
     if is_main:
         print(f"training base-{cfg.base} meta network on {len(contents)} content and {len(styles)} style images, "
               f"{world} process(es) on {device}, steps {step}→{cfg.steps}")
@@ -182,6 +184,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
     if world > 1:
         dist.barrier()
     return meta
+
+
+@torch.no_grad()
+def _style_vectors(vgg: VGG16, styles: list[torch.Tensor], cfg: TrainConfig, device, n: int = 256) -> torch.Tensor:
+    """Style statistics of up to ``n`` training-style crops (identical on every rank: a fixed generator)."""
+    g = data.generator(cfg.seed, 4)
+    vecs = [style_vector(vgg(data.sample_batch(styles, 1, cfg.crop, g).to(device), STYLE_LAYERS)).float()
+            for _ in range(min(n, max(2, len(styles))))]
+    return torch.cat(vecs)
 
 
 def _save_checkpoint(path: Path, meta: MetaNet, opt, step: int, cfg: TrainConfig) -> None:

@@ -1,0 +1,241 @@
+"""`metastyle-batch video`: a thin Typer shell over :func:`metastyle_batch.video.stylize_video`.
+
+Exit status: 0 done; 1 processing failed (nothing written); 2 usage error (missing style, bad keyframe spec,
+unreadable or not-a-video input, existing output without --overwrite, model/VGG weights missing);
+130 interrupted with Ctrl-C (the temp file is removed, OUT is untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import typer
+
+_DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def register(app: typer.Typer) -> None:
+    app.command(no_args_is_help=True)(video)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _usage_error(message: str) -> NoReturn:
+    typer.echo("Error: " + " ".join(str(message).split()), err=True)
+    raise typer.Exit(2)
+
+
+def _check_style(path: str, what: str) -> str:
+    if path == "-":
+        _usage_error(f"{what} cannot read stdin ('-'); give a style image file")
+    p = Path(path).expanduser()
+    if not p.exists():
+        if what == "--keyframes":
+            hint = " (separate keyframes with commas)" if ";" in path else ""
+            _usage_error(f"--keyframes: style image not found: {path}{hint}")
+        _usage_error(f"style image not found: {path}")
+    if p.is_dir():
+        _usage_error(f"style image {path} is a folder; give an image file")
+    if not os.access(p, os.R_OK):
+        _usage_error(f"cannot read style image {path}: permission denied")
+    return str(p)
+
+
+def _default_output(src: Path) -> Path:
+    from ..video import OUTPUT_FORMATS
+
+    ext = src.suffix if src.suffix.lower() in OUTPUT_FORMATS else ".mp4"
+    return src.with_name(f"{src.stem}_stylized{ext}")
+
+
+def _load_stylizer(model: Optional[Path], device: str):
+    from ..engine import Stylizer, default_model_path, pick_device
+    from ..model.io import ModelError
+
+    try:
+        pick_device(device)
+    except ValueError as exc:
+        _usage_error(f"--device {device}: {_one_line(exc)}")
+    where = model or default_model_path()
+    try:
+        return Stylizer(model=model, device=device, log=lambda m: typer.echo(m, err=True))
+    except (ModelError, ValueError) as exc:
+        _usage_error(_one_line(exc))
+    except OSError as exc:
+        _usage_error(f"{where}: cannot read model ({exc.strerror or exc})")
+    except Exception as exc:  # damaged files make safetensors/json raise assorted types
+        _usage_error(f"{where}: cannot load model ({type(exc).__name__}: {_one_line(exc)})")
+
+
+def _progress_bar(console, enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task):  # type: ignore[override]
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:5.1f} frames/s" if speed else "  ?   frames/s")
+
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    _Rate(), TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(),
+                    console=console, disable=not enabled, transient=True)
+
+
+def video(
+    src: Annotated[Path, typer.Argument(metavar="IN", show_default=False, help="Video file to stylize.")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="OUT", show_default=False,
+        help="Output video (.mp4, .m4v, .mov or .mkv). Default: IN_stylized.mp4 next to IN.")] = None,
+    style: Annotated[Optional[str], typer.Option(
+        "--style", "-s", metavar="FILE", show_default=False,
+        help="Style image for the whole video (or the start, with --to / --keyframes).")] = None,
+    to: Annotated[Optional[str], typer.Option(
+        "--to", metavar="FILE", show_default=False,
+        help="Second style: the style moves from --style at the first frame to this one at the last.")] = None,
+    keyframes: Annotated[Optional[str], typer.Option(
+        "--keyframes", "-k", metavar="SPEC", show_default=False,
+        help="Styles at positions: '0:a.jpg,5s:b.jpg,80%:c.jpg' (frame numbers, seconds or percent); "
+             "in between the style is interpolated.")] = None,
+    ease: Annotated[str, typer.Option(metavar="linear|smooth", help="Interpolation between keyframes.")] = "linear",
+    strength: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="How much style: 1 = full, 0 = (almost) the footage itself.")] = 1.0,
+    preserve_color: Annotated[bool, typer.Option(
+        "--preserve-color", help="Keep the footage's colours; take only brightness patterns from the style.")] = False,
+    batch: Annotated[Optional[int], typer.Option(
+        min=1, metavar="N", help="Frames per forward pass (default: 8 on a GPU, 2 on the CPU).")] = None,
+    max_side: Annotated[Optional[int], typer.Option(
+        min=16, metavar="N", help="Downscale so the longer side is at most N pixels (default: keep the size).")] = None,
+    quality: Annotated[int, typer.Option(
+        min=1, max=100, metavar="Q",
+        help="H.264 quality 1-100, higher is better: 65 = CRF 18 (near-lossless), 55 = CRF 23.")] = 65,
+    device: Annotated[str, typer.Option(metavar="NAME", help=f"Where to compute: {_DEVICES}.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing OUT (the input is never replaced).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
+    model: Annotated[Optional[Path], typer.Option(
+        metavar="PATH", help="Meta network file (default: $METASTYLE_MODEL or the shipped model).")] = None,
+) -> None:
+    """Stylize a video with one style, a transition (--to) or keyframed styles.
+
+    Frame rate (exactly, e.g. 30000/1001), frame count and size are kept, phone rotation is applied once, and the audio is copied. Variable-frame-rate clips are written at their average rate. The output appears only when complete. Exit status: 0 done, 1 processing failed, 2 usage error, 130 interrupted.
+
+    [bold]Examples[/bold]
+
+      metastyle-batch video clip.mp4 -o out.mp4 --style wave.jpg
+
+      metastyle-batch video clip.mp4 -o out.mp4 --style wave.jpg --to scream.jpg --ease smooth
+
+      metastyle-batch video clip.mp4 -o out.mp4 --keyframes "0:a.jpg,5s:b.jpg,80%:c.jpg"
+    """
+    try:
+        _video(src, output, style, to, keyframes, ease, strength, preserve_color, batch, max_side, quality, device,
+               overwrite, as_json, model)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted: no output was written.", err=True)
+        raise typer.Exit(130)
+
+
+def _video(src, output, style, to, keyframes, ease, strength, preserve_color, batch, max_side, quality, device,
+           overwrite, as_json, model) -> None:
+    from ..images import ImageError
+    from ..model.vgg_weights import VGGWeightsError
+    from ..video import (Keyframe, KeyframeError, VideoError, VideoInputError, fixed_style, output_format,
+                         parse_keyframes, probe, stylize_video, transition)
+
+    # ---- arguments (cheap checks first: nothing is loaded before they pass)
+    if ease not in ("linear", "smooth"):
+        _usage_error(f"--ease {ease!r}: use linear or smooth")
+    if to is not None and keyframes is not None:
+        _usage_error("use either --to or --keyframes, not both")
+    if to is not None and style is None:
+        _usage_error("--to needs --style (the style at the first frame)")
+    if style is None and keyframes is None:
+        _usage_error("give a style: --style FILE (optionally with --to FILE) or --keyframes SPEC")
+    if keyframes is not None:
+        try:
+            keys = parse_keyframes(keyframes)
+        except KeyframeError as exc:
+            _usage_error(f"--keyframes: {_one_line(exc)}")
+        keys = [Keyframe(k.value, k.unit, _check_style(k.style, "--keyframes"), k.text) for k in keys]
+        if style is not None:
+            if any(k.value == 0 for k in keys):
+                _usage_error("--style and --keyframes both set the style at frame 0; drop one of them")
+            keys = [Keyframe(0, "f", _check_style(style, "--style"), "--style")] + keys
+    elif to is not None:
+        keys = transition(_check_style(style, "--style"), _check_style(to, "--to"))
+    else:
+        keys = fixed_style(_check_style(style, "--style"))
+
+    src = src.expanduser()
+    dst = (output.expanduser() if output is not None else _default_output(src))
+    try:
+        output_format(dst)
+    except ValueError as exc:
+        _usage_error(_one_line(exc))
+    try:
+        info = probe(src)
+    except VideoInputError as exc:
+        _usage_error(_one_line(exc))
+    if os.path.lexists(dst):
+        try:
+            same = os.path.samefile(src, dst)
+        except OSError:
+            same = False
+        if same:
+            _usage_error(f"{dst}: is the input file; choose another -o")
+        if dst.is_dir():
+            _usage_error(f"{dst}: is a directory; give an output file name")
+        if not overwrite:
+            _usage_error(f"{dst}: exists; pass --overwrite to replace it")
+
+    # ---- model, styles, run
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    stylizer = _load_stylizer(model, device)
+    bar = _progress_bar(err, enabled=err.is_terminal and not as_json)
+    try:
+        with bar:
+            task = bar.add_task(src.name[:30], total=info.frames)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            stats = stylize_video(stylizer, src, dst, keys, ease=ease, strength=strength,
+                                  preserve_color=preserve_color, batch=batch, max_side=max_side, quality=quality,
+                                  overwrite=overwrite, info=info, progress=progress)
+    except KeyframeError as exc:
+        _usage_error(f"--keyframes: {_one_line(exc)}" if keyframes is not None else _one_line(exc))
+    except ImageError as exc:
+        _usage_error(f"style image {exc}")
+    except VGGWeightsError as exc:
+        _usage_error(_one_line(exc))
+    except VideoInputError as exc:
+        _usage_error(_one_line(exc))
+    except VideoError as exc:
+        typer.echo(f"Error: {_one_line(exc)}", err=True)
+        raise typer.Exit(1)
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:  # torch / OS / unexpected: one line, exit 1
+        typer.echo(f"Error: {src}: {type(exc).__name__}: {_one_line(exc)}", err=True)
+        raise typer.Exit(1)
+
+    for w in stats["warnings"]:
+        typer.echo(f"Warning: {w}", err=True)
+    if as_json:
+        summary = {k: stats.get(k) for k in ("output", "input", "frames", "fps", "seconds", "frames_per_second",
+                                                "flicker", "width", "height", "audio", "vfr", "rotation", "crf",
+                                                "elapsed_s", "warnings")}
+        summary.update(model=stylizer.model_id, device=str(stylizer.device))
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    flick = f", flicker x{stats['flicker']:.2f}" if stats.get("flicker") is not None else ""
+    typer.echo(f"Wrote {stats['output']} ({stats['frames']} frames, {stats['width']}x{stats['height']}, "
+               f"{stats['fps']} fps, {stats['seconds']:.2f} s, {stats['frames_per_second']:.1f} frames/s{flick})",
+               err=True)

@@ -1,0 +1,66 @@
+"""The ONNX export of one generated network matches PyTorch's ``transform`` at any (dynamic) size."""
+
+import io
+
+import pytest
+import torch
+
+from metastyle_batch.model.meta import MetaNet
+from metastyle_batch.model.transform import pad_to_multiple, transform
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is optional (pip install metastyle-batch[onnx])")
+
+from metastyle_batch.onnx_export import INPUT_NAME, OUTPUT_NAME, OrtNetwork, export_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def generated():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        meta = MetaNet(8).eval()
+        hidden = torch.relu(torch.randn(meta.hidden_dim))
+    with torch.no_grad():
+        params = meta.network(hidden)  # G == 1: generated weights carry the group dim
+    buf = io.BytesIO()
+    export_onnx(params, 8, buf)
+    return params, buf.getvalue()
+
+
+@torch.no_grad()
+def test_onnx_matches_transform_at_two_sizes_and_batches(generated):
+    params, blob = generated
+    net = OrtNetwork(blob, threads=1)
+    torch.manual_seed(0)
+    for shape in [(1, 3, 48, 64), (2, 3, 100, 36)]:
+        x = torch.rand(*shape)
+        ref = transform(x, params, 8)
+        y = net(x)
+        assert y.shape == ref.shape and y.dtype == torch.float32
+        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+        y_np = net(x.numpy())  # numpy input too
+        torch.testing.assert_close(y_np, y)
+
+
+@torch.no_grad()
+def test_onnx_graph_has_dynamic_axes_and_output_is_unclamped(generated):
+    onnx = pytest.importorskip("onnx")
+    params, blob = generated
+    model = onnx.load_from_string(blob)
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*model.graph.input, *model.graph.output]}
+    assert dims[INPUT_NAME] == ["batch", 3, "height", "width"]
+    assert dims[OUTPUT_NAME][1] == 3 and all(isinstance(d, str) for d in dims[OUTPUT_NAME][::2])
+    x, _ = pad_to_multiple(torch.rand(1, 3, 30, 30))
+    ref = transform(x, params, 8)
+    assert ref.min() < 0 or ref.max() > 1  # a random network leaves [0, 1]; the graph must not clamp
+    torch.testing.assert_close(OrtNetwork(blob, threads=1)(x), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_export_rejects_several_networks_and_bad_sizes(generated):
+    params, blob = generated
+    two = {k: (torch.cat([v, v]) if v.dim() == 5 or (k.endswith(".bias") and v.dim() == 2) else v)
+           for k, v in params.items()}
+    with pytest.raises(ValueError, match="G != 1"):
+        export_onnx(two, 8, io.BytesIO())
+    with pytest.raises(ValueError, match="multiples of 4"):
+        OrtNetwork(blob, threads=1)(torch.rand(1, 3, 30, 32))
