@@ -744,9 +744,9 @@ def cache_clear(
 
 
 def _register_commands() -> None:
-    from .commands import gimp, train, video, watch
+    from .commands import extras, gimp, train, video, watch
 
-    for module in (video, watch, train, gimp):
+    for module in (video, watch, train, extras, gimp):
         module.register(app)
 
 

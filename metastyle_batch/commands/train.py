@@ -29,6 +29,7 @@ def train(
     batch: int = typer.Option(_D["batch"], help="Content images per step and process (the paper's m)."),
     style_every: int = typer.Option(_D["style_every"], help="Steps per style before the next one (the paper's k)."),
     lr: float = typer.Option(_D["lr"], help="Adam learning rate."),
+    lr_decay_steps: int = typer.Option(_D["lr_decay_steps"], help="Decay the learning rate linearly to lr/10 over the last N steps."),
     content_layer: str = typer.Option(_D["content_layer"], help="relu2_2 (seed code) or relu3_3 (paper)."),
     content_weight: float = typer.Option(_D["content_weight"]),
     style_weight: float = typer.Option(_D["style_weight"]),
@@ -53,7 +54,7 @@ def train(
     if base not in (8, 16, 32):
         raise typer.BadParameter("base must be 8, 16 or 32", param_hint="--base")
     cfg = TrainConfig(content_dir=str(content_dir), style_dir=str(style_dir), out_dir=str(out), base=base, steps=steps,
-                      crop=crop, batch=batch, style_every=style_every, lr=lr, content_layer=content_layer,
+                      crop=crop, batch=batch, style_every=style_every, lr=lr, lr_decay_steps=lr_decay_steps, content_layer=content_layer,
                       content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, seed=seed,
                       ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device)
     try:

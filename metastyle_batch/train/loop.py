@@ -37,6 +37,7 @@ class TrainConfig:
     batch: int = 8  # m: content images per step (per process)
     style_every: int = 20  # k: steps per style
     lr: float = 1e-3
+    lr_decay_steps: int = 0  # linear decay to lr/10 over the last N steps: a calmer final model
     weight_decay: float = 1e-5
     clip_grad: float = 5.0
     content_layer: str = "relu2_2"
@@ -153,6 +154,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
                 out_img = model(style_vec, content)
                 lc, ls, ltv = perceptual_losses(vgg, out_img, content_feat, targets, cfg.content_layer)
                 loss = cfg.content_weight * lc + cfg.style_weight * ls + cfg.tv_weight * ltv
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(meta.parameters(), cfg.clip_grad))
@@ -193,6 +196,14 @@ def _style_vectors(vgg: VGG16, styles: list[torch.Tensor], cfg: TrainConfig, dev
     vecs = [style_vector(vgg(data.sample_batch(styles, 1, cfg.crop, g).to(device), STYLE_LAYERS)).float()
             for _ in range(min(n, max(2, len(styles))))]
     return torch.cat(vecs)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate for ``step``: a pure function of the step, so resumed runs follow the same schedule."""
+    start = cfg.steps - cfg.lr_decay_steps
+    if cfg.lr_decay_steps <= 0 or step < start:
+        return cfg.lr
+    return cfg.lr * (1.0 - 0.9 * (step - start) / cfg.lr_decay_steps)
 
 
 def _save_checkpoint(path: Path, meta: MetaNet, opt, step: int, cfg: TrainConfig) -> None:
