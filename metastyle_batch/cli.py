@@ -356,15 +356,28 @@ def _encode_styles(stylizer, styles: list[Path], weights: Optional[list[float]],
         _usage_error(f"cannot read style image ({exc.strerror or exc})")
 
 
+def _load_net(stylizer, path: Path):
+    from .finetune import load_net
+    from .model.io import ModelError
+
+    try:
+        return load_net(path, base=stylizer.meta.base, device=stylizer.device, dtype=stylizer.dtype)
+    except (ModelError, OSError) as exc:
+        _usage_error(_one_line(exc))
+
+
 @app.command(no_args_is_help=True)
 def image(
     inputs: Annotated[list[str], typer.Argument(
         metavar="INPUT", show_default=False,
         help="Image files, folders (their images, sorted) or quoted glob patterns like 'shots/*.jpg'; "
              "'-' reads one image from stdin.")],
-    style: Annotated[list[str], typer.Option(
+    style: Annotated[Optional[list[str]], typer.Option(
         "--style", "-s", metavar="FILE", show_default=False,
-        help="Style image (a painting, a texture…). Repeat to blend several styles.")],
+        help="Style image (a painting, a texture…). Repeat to blend several styles.")] = None,
+    net: Annotated[Optional[Path], typer.Option(
+        "--net", metavar="NET.safetensors", show_default=False,
+        help="A per-style network from `metastyle-batch finetune`, instead of --style.")] = None,
     mix: Annotated[Optional[str], typer.Option(
         "--mix", metavar="W1,W2,…", help="Blend weights, one per --style, e.g. 0.7,0.3 (normalised to sum 1). "
                                         "Default: equal.")] = None,
@@ -405,7 +418,11 @@ def image(
     from .images import ImageError, encode_image, read_image, write_image
 
     out_fmt_forced = _parse_format(fmt)
-    style_paths = _check_styles(style)
+    if bool(style) == bool(net):
+        _usage_error("give either --style (one or more) or --net")
+    if net is not None and strength != 1.0:
+        _usage_error("--strength needs --style: a fine-tuned network (--net) has no style code to weaken")
+    style_paths = _check_styles(style) if style else []
     weights = _parse_mix(mix, len(style_paths))
     jobs, failures, notes, batch = _expand_inputs(inputs, skip_previous_outputs=output is None)
     if not jobs:
@@ -429,7 +446,8 @@ def image(
 
     try:
         stylizer = _load_stylizer(model, device, log=_echo_err)
-        base_code = _encode_styles(stylizer, style_paths, weights, need_vgg=strength < 1.0)
+        base_code = _load_net(stylizer, net) if net else _encode_styles(stylizer, style_paths, weights,
+                                                                         need_vgg=strength < 1.0)
 
         def run_one(job: _Job) -> None:
             t0 = time.perf_counter()

@@ -256,13 +256,18 @@ class Stylizer:
             y = transform(x, params, self.meta.base)
         return crop_back(y, size).float().clamp_(0, 1)
 
-    def stylize_picture(self, picture, code: StyleCode, strength: float = 1.0, preserve_color: bool = False,
+    def stylize_picture(self, picture, code: StyleCode | Params, strength: float = 1.0, preserve_color: bool = False,
                         max_side: int | None = None):
         """Every frame of a :class:`~metastyle_batch.images.Picture` with one network; alpha, timing and colour
-        profile carried over. Strength is resolved once (from the first frame) so animations do not flicker."""
+        profile carried over. Strength is resolved once (from the first frame) so animations do not flicker.
+        ``code`` may also be a ready network (e.g. from :func:`metastyle_batch.finetune.load_net`)."""
         from .images import Picture
 
-        code = self.with_strength(code, picture.frames[0], strength)
+        if isinstance(code, dict):
+            if strength != 1.0:
+                raise ValueError("--strength needs a style code; a fine-tuned network (--net) has none")
+        else:
+            code = self.with_strength(code, picture.frames[0], strength)
         frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side) for f in picture.frames]
         return Picture(frames, picture.alpha, picture.durations, picture.format, picture.bit_depth, picture.icc_profile)
 
@@ -270,7 +275,8 @@ class Stylizer:
                 max_side: int | None = None, mix_weights: list[float] | None = None) -> np.ndarray:
         """Stylize one (H, W, 3) float RGB image; the result has the same size (or fits ``max_side``).
 
-        ``style`` is a path, bytes, array, StyleCode, or a list of those blended with ``mix_weights``.
+        ``style`` is a path, bytes, array, StyleCode, or a list of those blended with ``mix_weights``, or a ready
+        network (a params dict).
         """
         x = load_rgb_tensor(content)
         if max_side and max(x.shape[-2:]) > max_side:
@@ -278,10 +284,13 @@ class Stylizer:
             size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
             content = x[0].permute(1, 2, 0).numpy()
-        styles = style if isinstance(style, (list, tuple)) else [style]
-        code = self.blend(list(styles), mix_weights)
-        code = self.with_strength(code, content, strength)
-        y = self.run(x, self.network(code))
+        if isinstance(style, dict):
+            params = style
+        else:
+            styles = style if isinstance(style, (list, tuple)) else [style]
+            code = self.with_strength(self.blend(list(styles), mix_weights), content, strength)
+            params = self.network(code)
+        y = self.run(x, params)
         if preserve_color:
             y = preserve_colors(y, x.to(y.device)).clamp_(0, 1)
         return y[0].permute(1, 2, 0).cpu().numpy()
