@@ -48,8 +48,8 @@ def dataset(tmp_path_factory):
 
 def _cfg(dataset, out, **kw):
     c, s = dataset
-    return TrainConfig(content_dir=str(c), style_dir=str(s), out_dir=str(out), crop=32, batch=2, style_every=2,
-                       ckpt_every=2, sample_every=2, log_every=1, device="cpu", **kw)
+    options = dict(crop=32, batch=2, style_every=2, ckpt_every=2, sample_every=2, log_every=1, device="cpu") | kw
+    return TrainConfig(content_dir=str(c), style_dir=str(s), out_dir=str(out), **options)
 
 
 def test_resume_continues_exactly(dataset, tmp_path, vgg):
@@ -118,3 +118,26 @@ def test_ddp_two_processes_keep_identical_replicas(dataset, tmp_path):
     for key in r0:
         assert torch.equal(r0[key], r1[key]), key
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_several_styles_per_step_give_each_sample_its_own_target(dataset, tmp_path, vgg):
+    """styles_per_step=2: half the batch is judged against one style, half against another."""
+    from metastyle_batch.model.vgg import STYLE_LAYERS, style_vector
+    from metastyle_batch.train.loop import StyleTransferModel
+
+    cfg = _cfg(dataset, tmp_path / "multi", steps=2, batch=4, styles_per_step=2, style_every=1)
+    meta = train(cfg, progress=False, vgg=vgg)
+    rows = list(csv.DictReader(open(tmp_path / "multi" / "log.csv")))
+    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
+    # the forward pass gives runs of B/S contents their style's network
+    styles = torch.rand(2, 3, 32, 32)
+    contents = torch.rand(4, 3, 32, 32)
+    vecs = style_vector(vgg(styles, STYLE_LAYERS))
+    model = StyleTransferModel(meta).eval()
+    with torch.no_grad():
+        both = model(vecs, contents)
+        first, second = model(vecs[:1], contents[:2]), model(vecs[1:], contents[2:])
+    assert torch.allclose(both, torch.cat([first, second]), atol=1e-4)
+    assert not torch.allclose(first, model(vecs[1:], contents[:2]), atol=1e-3)
+    with pytest.raises(ValueError, match="multiple of styles_per_step"):
+        train(_cfg(dataset, tmp_path / "bad", steps=1, batch=3, styles_per_step=2), progress=False, vgg=vgg)

@@ -28,6 +28,7 @@ def train(
     crop: int = typer.Option(_D["crop"], help="Square training crop size in pixels."),
     batch: int = typer.Option(_D["batch"], help="Content images per step and process (the paper's m)."),
     style_every: int = typer.Option(_D["style_every"], help="Steps per style before the next one (the paper's k)."),
+    styles_per_step: int = typer.Option(_D["styles_per_step"], help="Split each batch between N styles (per-sample generated networks; 1 = the paper)."),
     lr: float = typer.Option(_D["lr"], help="Adam learning rate."),
     lr_decay_steps: int = typer.Option(_D["lr_decay_steps"], help="Decay the learning rate linearly to lr/10 over the last N steps."),
     content_layer: str = typer.Option(_D["content_layer"], help="relu2_2 (seed code) or relu3_3 (paper)."),
@@ -39,6 +40,7 @@ def train(
     sample_every: int = typer.Option(_D["sample_every"], help="Write a sample grid every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt exactly (model, optimizer, RNG, step)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
+    bf16: bool = typer.Option(_D["bf16"], "--bf16/--no-bf16", help="bf16 autocast where the hardware has it (CUDA, AVX512-BF16 CPUs)."),
     vgg: Optional[Path] = typer.Option(None, help="VGG-16 weights file (default: the user cache; see `setup`)."),
 ) -> None:
     """Train the meta network (the paper's Algorithm 1).
@@ -54,12 +56,12 @@ def train(
     if base not in (8, 16, 32):
         raise typer.BadParameter("base must be 8, 16 or 32", param_hint="--base")
     cfg = TrainConfig(content_dir=str(content_dir), style_dir=str(style_dir), out_dir=str(out), base=base, steps=steps,
-                      crop=crop, batch=batch, style_every=style_every, lr=lr, lr_decay_steps=lr_decay_steps, content_layer=content_layer,
+                      crop=crop, batch=batch, style_every=style_every, styles_per_step=styles_per_step, lr=lr, lr_decay_steps=lr_decay_steps, content_layer=content_layer,
                       content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, seed=seed,
-                      ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device)
+                      ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device, bf16=bf16)
     try:
         run(cfg, resume=resume)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2)
 

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..engine import pick_device
 from ..model.io import save_model
 from ..model.meta import MetaNet
 from ..model.transform import transform
@@ -36,10 +37,12 @@ class TrainConfig:
     crop: int = 256
     batch: int = 8  # m: content images per step (per process)
     style_every: int = 20  # k: steps per style
+    styles_per_step: int = 1  # >1: the batch is split between this many styles (per-sample generated networks)
     lr: float = 1e-3
     lr_decay_steps: int = 0  # linear decay to lr/10 over the last N steps: a calmer final model
     weight_decay: float = 1e-5
     clip_grad: float = 5.0
+    bf16: bool = True  # bf16 autocast on CUDA, and on CPUs with native bf16 (1.7x faster here, AVX512-BF16)
     content_layer: str = "relu2_2"
     content_weight: float = 1.0
     style_weight: float = 50.0
@@ -65,18 +68,17 @@ class StyleTransferModel(nn.Module):
         self.meta = meta
 
     def forward(self, style_vec: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        params = self.meta.network(self.meta.encode_features(style_vec))
-        return transform(content, params, self.meta.base)
+        """``style_vec`` (S, 1920): S == 1 styles the whole batch, else each run of B/S content images its own."""
+        hidden = self.meta.encode_features(style_vec)
+        if len(hidden) > 1:
+            hidden = hidden.repeat_interleave(len(content) // len(hidden), dim=0)
+        return transform(content, self.meta.network(hidden), self.meta.base)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def _has_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -86,6 +88,8 @@ def _dist_info() -> tuple[int, int, int]:
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VGG16 | None = None) -> MetaNet:
     """Run training to ``cfg.steps``; rank 0 writes ``out_dir/model.safetensors``. Returns this rank's network."""
     rank, world, local_rank = _dist_info()
+    if cfg.batch % cfg.styles_per_step:
+        raise ValueError(f"batch {cfg.batch} is not a multiple of styles_per_step {cfg.styles_per_step}")
     device = pick_device(cfg.device)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -129,7 +133,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
         print(f"training base-{cfg.base} meta network on {len(contents)} content and {len(styles)} style images, "
               f"{world} process(es) on {device}, steps {step}→{cfg.steps}")
 
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and _has_bf16(device))
     log_file = open(out / "log.csv", "a", newline="") if is_main else None
     writer = csv.writer(log_file) if log_file else None
     if writer and log_file.tell() == 0:
@@ -141,10 +145,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
         while step < cfg.steps:
             if style_vec is None or step % cfg.style_every == 0:
                 g = data.generator(cfg.seed, 1, step // cfg.style_every)  # same style on every rank
-                style_img = data.sample_batch(styles, 1, cfg.crop, g).to(device)
+                style_img = data.sample_batch(styles, cfg.styles_per_step, cfg.crop, g).to(device)
                 with torch.no_grad(), amp:
                     feats = vgg(style_img, STYLE_LAYERS)
-                style_vec, targets = style_vector(feats).float(), style_targets(feats)
+                style_vec = style_vector(feats).float()
+                targets = style_targets(feats).repeat_interleave(cfg.batch // cfg.styles_per_step, dim=0)
             content = data.sample_batch(contents, cfg.batch, cfg.crop, data.generator(cfg.seed, 2, step, rank)).to(device)
             if channels_last:
                 content = content.contiguous(memory_format=torch.channels_last)
@@ -239,11 +244,13 @@ def _progress(enabled: bool, start: int, total: int):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.speed:.2f} it/s" ), TimeRemainingColumn())
-    task = bar.add_task("train", total=total, completed=start, loss=float("nan"))
+    bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"),
+                   TextColumn("{task.fields[rate]:.2f} it/s"), TimeRemainingColumn())
+    task = bar.add_task("train", total=total, completed=start, loss=float("nan"), rate=0.0)
+    t0 = time.time()
     bar.start()
-    bar.advance_to = lambda step, loss: bar.update(task, completed=step, loss=loss)
+    bar.advance_to = lambda step, loss: bar.update(task, completed=step, loss=loss,
+                                                   rate=(step - start) / max(time.time() - t0, 1e-9))
     return bar
 
 
