@@ -72,8 +72,8 @@ def evaluate(
     out: Path = typer.Option(Path("eval"), "--out", "-o", help="Writes results.csv and grid.png here."),
     model: Optional[Path] = typer.Option(None, help="Model file (default: the shipped model)."),
     size: int = typer.Option(256, help="Square evaluation size."),
-    n_content: Optional[int] = typer.Option(None, help="Use only the first N content images."),
-    n_style: Optional[int] = typer.Option(None, help="Use only the first N style images."),
+    n_content: Optional[int] = typer.Option(None, help="Use N content images, evenly spaced over the sorted folder."),
+    n_style: Optional[int] = typer.Option(None, help="Use N style images, evenly spaced over the sorted folder."),
     gatys_steps: int = typer.Option(200, help="Gatys optimisation steps (losses also reported at 50)."),
     device: str = typer.Option("auto"),
 ) -> None:

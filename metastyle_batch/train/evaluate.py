@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .gatys import optimize
 from .losses import content_loss, style_loss, style_targets
 
 METHODS = ("content", "ours", "gatys50", "gatys200")
+Peer = Callable[[torch.Tensor, Path], torch.Tensor]  # (content (1, 3, S, S) in [0, 1], style file) → same-size image
 
 
 @dataclass
@@ -40,14 +42,27 @@ def _load(path: Path, size: int) -> torch.Tensor:
     return x[..., top:top + size, left:left + size].clamp(0, 1)
 
 
+def _spread(files: list[Path], n: int | None) -> list[Path]:
+    """``n`` files evenly spaced over the sorted list: a subset that spans the whole set, not just its start."""
+    if n is None or n >= len(files):
+        return files
+    return [files[i * len(files) // n] for i in range(n)]
+
+
 def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path, out_dir: str | Path, *,
              size: int = 256, n_content: int | None = None, n_style: int | None = None, gatys_steps: int = 200,
-             content_layer: str = "relu2_2", style_weight: float = 50.0, progress=None) -> list[Row]:
-    """Losses of the content image, our output and Gatys@50/@200 for each pair; writes results.csv and grid.png."""
+             content_layer: str = "relu2_2", style_weight: float = 50.0, progress=None,
+             peers: dict[str, Peer] | None = None) -> list[Row]:
+    """Losses of the content image, our output, Gatys@50/@N and any ``peers`` for each pair.
+
+    Writes results.csv and grid.png (per pair: content, style, ours, Gatys@50, Gatys@N, then the peers).
+    """
+    peers = peers or {}
+    methods = METHODS + tuple(peers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    contents = list_images(content_dir)[:n_content]
-    styles = list_images(style_dir)[:n_style]
+    contents = _spread(list_images(content_dir), n_content)
+    styles = _spread(list_images(style_dir), n_style)
     vgg, device = stylizer.vgg.float(), stylizer.device
     rows: list[Row] = []
     grid = []  # per pair: content, style, ours, gatys50, gatys200
@@ -71,9 +86,11 @@ def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path,
         optimize(vgg, c, s, gatys_steps, content_layer=content_layer, style_weight=style_weight,
                  on_step=lambda step, img, _: snapshots.__setitem__(step, img.clone()) if step in (50, gatys_steps) else None)
         images["gatys50"], images["gatys200"] = snapshots.get(50, c), snapshots[gatys_steps]
-        for method in METHODS:
+        for name, peer in peers.items():
+            images[name] = peer(c.cpu(), spath).to(device).clamp(0, 1)
+        for method in methods:
             measure(images[method], method)
-        grid.append([c[0], s[0]] + [images[m][0] for m in METHODS[1:]])
+        grid.append([c[0], s[0]] + [images[m][0] for m in methods[1:]])
         if progress:
             progress(i + 1, len(pairs))
     with open(out / "results.csv", "w", newline="") as f:
@@ -88,7 +105,7 @@ def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path,
 def summarize(rows: list[Row]) -> dict[str, tuple[float, float]]:
     """Mean (content loss, style loss) per method."""
     out = {}
-    for method in METHODS:
+    for method in dict.fromkeys(r.method for r in rows):
         sel = [r for r in rows if r.method == method]
         if sel:
             out[method] = (sum(r.content_loss for r in sel) / len(sel), sum(r.style_loss for r in sel) / len(sel))
