@@ -141,3 +141,24 @@ def test_several_styles_per_step_give_each_sample_its_own_target(dataset, tmp_pa
     assert not torch.allclose(first, model(vecs[1:], contents[:2]), atol=1e-3)
     with pytest.raises(ValueError, match="multiple of styles_per_step"):
         train(_cfg(dataset, tmp_path / "bad", steps=1, batch=3, styles_per_step=2), progress=False, vgg=vgg)
+
+
+def test_train_cli_runs_with_its_progress_bar_and_resumes(dataset, tmp_path, vgg):
+    """The command a user types (progress bar on), then --resume to a later step; bad options exit 2."""
+    from typer.testing import CliRunner
+
+    from metastyle_batch.cli import app
+
+    c, s = dataset
+    out = tmp_path / "cli"
+    base = ["train", "--content", str(c), "--style", str(s), "-o", str(out), "--crop", "32", "--batch", "2",
+            "--ckpt-every", "1", "--sample-every", "100", "--device", "cpu"]
+    env = {"METASTYLE_VGG16": str(SHARED_VGG)}
+    first = CliRunner().invoke(app, base + ["--steps", "2"], env=env)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, base + ["--steps", "3", "--resume"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "steps 2→3" in again.output
+    assert load_model(out / "model.safetensors")[1]["steps"] == 3
+    bad = CliRunner().invoke(app, base + ["--steps", "1", "--styles-per-step", "3"], env=env)
+    assert bad.exit_code == 2 and "multiple of styles_per_step" in bad.output
