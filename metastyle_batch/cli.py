@@ -22,18 +22,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, NoReturn, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .commands.common import DEVICES as _DEVICES, check_image_file, one_line as _one_line, usage_error as _usage_error
 
 # Output formats: canonical name -> extension used for derived file names.
 _FORMAT_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "gif": ".gif", "bmp": ".bmp"}
 _FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
 _SUFFIX = "_stylized"
-_DEVICES = "auto, cpu, cuda, cuda:N or mps"
 
 
 # ------------------------------------------------------------------------------------------ plumbing
@@ -42,17 +42,6 @@ _DEVICES = "auto, cpu, cuda, cuda:N or mps"
 def _echo_err(message: str) -> None:
     """One plain line on stderr (no rich markup, no wrapping: file names may contain brackets)."""
     typer.echo(message, err=True)
-
-
-def _usage_error(message: str) -> NoReturn:
-    """Print ``Error: …`` (one line) on stderr and exit 2."""
-    _echo_err("Error: " + " ".join(str(message).split()))
-    raise typer.Exit(2)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 class _Group(TyperGroup):
@@ -206,19 +195,7 @@ def _parse_mix(value: Optional[str], n_styles: int) -> Optional[list[float]]:
 
 
 def _check_styles(styles: list[str]) -> list[Path]:
-    paths = []
-    for s in styles:
-        if s == "-":
-            _usage_error("--style cannot read stdin ('-'); give a style image file")
-        p = Path(s).expanduser()
-        if not p.exists():
-            _usage_error(f"style image not found: {s}")
-        if p.is_dir():
-            _usage_error(f"style image {s} is a folder; give an image file")
-        if not os.access(p, os.R_OK):
-            _usage_error(f"cannot read style image {s}: permission denied")
-        paths.append(p)
-    return paths
+    return [check_image_file(s, option="--style") for s in styles]
 
 
 # ------------------------------------------------------------------------------------------ image: outputs

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .model.io import ModelError, load_model
 from .model.meta import StyleCode, mix
-from .model.transform import DirectOps, Params, TiledOps, crop_back, pad_to_multiple, transform
+from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, transform
 from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
 from .paths import cache_dir
 

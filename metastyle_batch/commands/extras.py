@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Optional
 
 import typer
 
-_DEVICES = "auto, cpu, cuda, cuda:N or mps"
+from .common import DEVICES as _DEVICES, check_image_file, fail as _fail, one_line as _one_line, usage_error as _usage_error
+
 _LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
 
@@ -29,32 +30,8 @@ def register(app: typer.Typer) -> None:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _usage_error(message: str) -> NoReturn:
-    typer.echo("Error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(2)
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo("Error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(1)
-
-
 def _check_input(path: str | Path, what: str) -> Path:
-    """An existing, readable image file (style or content)."""
-    if str(path) == "-":
-        _usage_error(f"{what} cannot read stdin ('-'); give an image file")
-    p = Path(path).expanduser()
-    if not p.exists():
-        _usage_error(f"{what} not found: {path}")
-    if p.is_dir():
-        _usage_error(f"{what} {path} is a folder; give an image file")
-    if not os.access(p, os.R_OK):
-        _usage_error(f"cannot read {what} {path}: permission denied")
-    return p
+    return check_image_file(path, what)
 
 
 def _check_output(output: Path, inputs: list[Path], overwrite: bool, suffixes: tuple[str, ...], kind: str) -> Path:

@@ -10,40 +10,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Optional
 
 import typer
 
-_DEVICES = "auto, cpu, cuda, cuda:N or mps"
+from .common import DEVICES as _DEVICES, check_image_file, one_line as _one_line, usage_error as _usage_error
 
 
 def register(app: typer.Typer) -> None:
     app.command(no_args_is_help=True)(video)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _usage_error(message: str) -> NoReturn:
-    typer.echo("Error: " + " ".join(str(message).split()), err=True)
-    raise typer.Exit(2)
-
-
 def _check_style(path: str, what: str) -> str:
-    if path == "-":
-        _usage_error(f"{what} cannot read stdin ('-'); give a style image file")
-    p = Path(path).expanduser()
-    if not p.exists():
-        if what == "--keyframes":
-            hint = " (separate keyframes with commas)" if ";" in path else ""
-            _usage_error(f"--keyframes: style image not found: {path}{hint}")
-        _usage_error(f"style image not found: {path}")
-    if p.is_dir():
-        _usage_error(f"style image {path} is a folder; give an image file")
-    if not os.access(p, os.R_OK):
-        _usage_error(f"cannot read style image {path}: permission denied")
-    return str(p)
+    hint = " (separate keyframes with commas)" if what == "--keyframes" and ";" in path else ""
+    prefix = "--keyframes: " if what == "--keyframes" else ""
+    return str(check_image_file(path, prefix + "style image", option=what, hint=hint))
 
 
 def _default_output(src: Path) -> Path:

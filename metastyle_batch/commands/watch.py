@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-_DEVICES = "auto, cpu, cuda, cuda:N or mps"
+from .common import DEVICES as _DEVICES
 
 
 def register(app: typer.Typer) -> None:
