@@ -22,13 +22,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .commands.common import DEVICES as _DEVICES, check_image_file, one_line as _one_line, usage_error as _usage_error
+from .commands.common import DEVICES as _DEVICES, check_image_file, load_stylizer as _load_stylizer, one_line as _one_line, \
+    usage_error as _usage_error
 
 # Output formats: canonical name -> extension used for derived file names.
 _FORMAT_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "gif": ".gif", "bmp": ".bmp"}
@@ -290,28 +291,6 @@ def _write_stdout(data: bytes) -> None:
 
 
 # ------------------------------------------------------------------------------------------ image: command
-
-
-def _load_stylizer(model: Optional[Path], device: str, log: Callable[[str], None]):
-    """Load the meta network once; every failure is a usage error (exit 2) with one line."""
-    from .engine import Stylizer, default_model_path, pick_device
-    from .model.io import ModelError
-
-    try:
-        pick_device(device)
-    except ValueError as exc:
-        _usage_error(f"--device {device}: {_one_line(exc)}")
-    where = model or default_model_path()
-    try:
-        return Stylizer(model=model, device=device, log=log)
-    except ModelError as exc:
-        _usage_error(_one_line(exc))
-    except ValueError as exc:
-        _usage_error(_one_line(exc))
-    except OSError as exc:
-        _usage_error(f"{where}: cannot read model ({exc.strerror or exc})")
-    except Exception as exc:  # damaged files make safetensors/json raise assorted types
-        _usage_error(f"{where}: cannot load model ({type(exc).__name__}: {_one_line(exc)})")
 
 
 def _encode_styles(stylizer, styles: list[Path], weights: Optional[list[float]], need_vgg: bool):

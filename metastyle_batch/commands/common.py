@@ -39,3 +39,30 @@ def check_image_file(path: str | Path, what: str = "style image", option: str | 
     if not os.access(p, os.R_OK):
         usage_error(f"cannot read {what} {path}: permission denied")
     return p
+
+
+def check_device(device: str):
+    """The torch device for ``--device``; an unknown or missing one is a usage error."""
+    from ..engine import pick_device
+
+    try:
+        return pick_device(device)
+    except ValueError as exc:
+        usage_error(f"--device {device}: {one_line(exc)}")
+
+
+def load_stylizer(model: Path | None, device: str, log=None):
+    """Load the meta network once; every failure (missing, damaged, not ours) is a one-line usage error."""
+    from ..engine import Stylizer, default_model_path
+    from ..model.io import ModelError
+
+    check_device(device)
+    where = model or default_model_path()
+    try:
+        return Stylizer(model=model, device=device, log=log or (lambda m: typer.echo(m, err=True)))
+    except (ModelError, ValueError) as exc:
+        usage_error(one_line(exc))
+    except OSError as exc:
+        usage_error(f"{where}: cannot read model ({exc.strerror or exc})")
+    except Exception as exc:  # damaged files make safetensors/json raise assorted types
+        usage_error(f"{where}: cannot load model ({type(exc).__name__}: {one_line(exc)})")

@@ -17,7 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DEVICES as _DEVICES, check_image_file, fail as _fail, one_line as _one_line, usage_error as _usage_error
+from .common import DEVICES as _DEVICES, check_device as _check_device, check_image_file, fail as _fail, \
+    load_stylizer as _load_stylizer, one_line as _one_line, usage_error as _usage_error
 
 _LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 
@@ -56,31 +57,6 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool, suffixes: t
     if os.path.lexists(parent) and not parent.is_dir():
         _usage_error(f"{output}: {parent} is not a folder")
     return dst
-
-
-def _check_device(device: str):
-    from ..engine import pick_device
-
-    try:
-        return pick_device(device)
-    except ValueError as exc:
-        _usage_error(f"--device {device}: {_one_line(exc)}")
-
-
-def _load_stylizer(model: Optional[Path], device: str):
-    from ..engine import Stylizer, default_model_path
-    from ..model.io import ModelError
-
-    _check_device(device)
-    where = model or default_model_path()
-    try:
-        return Stylizer(model=model, device=device, log=lambda m: typer.echo(m, err=True))
-    except (ModelError, ValueError) as exc:
-        _usage_error(_one_line(exc))
-    except OSError as exc:
-        _usage_error(f"{where}: cannot read model ({exc.strerror or exc})")
-    except Exception as exc:  # damaged files make safetensors/json raise assorted types
-        _usage_error(f"{where}: cannot load model ({type(exc).__name__}: {_one_line(exc)})")
 
 
 def _encode(stylizer, path: Path):

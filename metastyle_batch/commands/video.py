@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DEVICES as _DEVICES, check_image_file, one_line as _one_line, usage_error as _usage_error
+from .common import DEVICES as _DEVICES, check_image_file, load_stylizer as _load_stylizer, one_line as _one_line, \
+    usage_error as _usage_error
 
 
 def register(app: typer.Typer) -> None:
@@ -32,25 +33,6 @@ def _default_output(src: Path) -> Path:
 
     ext = src.suffix if src.suffix.lower() in OUTPUT_FORMATS else ".mp4"
     return src.with_name(f"{src.stem}_stylized{ext}")
-
-
-def _load_stylizer(model: Optional[Path], device: str):
-    from ..engine import Stylizer, default_model_path, pick_device
-    from ..model.io import ModelError
-
-    try:
-        pick_device(device)
-    except ValueError as exc:
-        _usage_error(f"--device {device}: {_one_line(exc)}")
-    where = model or default_model_path()
-    try:
-        return Stylizer(model=model, device=device, log=lambda m: typer.echo(m, err=True))
-    except (ModelError, ValueError) as exc:
-        _usage_error(_one_line(exc))
-    except OSError as exc:
-        _usage_error(f"{where}: cannot read model ({exc.strerror or exc})")
-    except Exception as exc:  # damaged files make safetensors/json raise assorted types
-        _usage_error(f"{where}: cannot load model ({type(exc).__name__}: {_one_line(exc)})")
 
 
 def _progress_bar(console, enabled: bool):
