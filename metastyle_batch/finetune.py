@@ -3,7 +3,7 @@
 The generated parameters become plain tensors optimised with Adam on crops of a content folder, under the
 model's own training losses (``info["config"]`` of the model file; TrainConfig defaults where it has none).
 The result is a *network file*: safetensors holding one TransformNet (generated layers with a leading group
-dim of 1, exactly as :meth:`Stylizer.network` returns them) with metadata ``format = metastyle-batch/net``,
+dim of 1, exactly as :meth:`Stylizer.network` returns them) with metadata ``format = metastyle-batch/net-2``,
 ``base`` and a JSON ``metastyle`` entry (style, steps, losses, source model), plus a ``.sha256`` sidecar.
 :func:`load_net` reads it back as ``Params`` for :meth:`Stylizer.run`, ``transform`` or ``export_onnx``.
 """
@@ -29,7 +29,7 @@ from .model.transform import Params, layer_specs, transform
 from .model.vgg import STYLE_LAYERS
 from .paths import atomic_write_bytes, sha256_file
 
-NET_FORMAT = "metastyle-batch/net"
+NET_FORMAT = "metastyle-batch/net-2"  # 2: biases after instance norm, as in model.transform
 
 
 class NetError(ModelError):

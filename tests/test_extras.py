@@ -131,7 +131,7 @@ def test_finetune_cli_and_load_net(cli, tmp_path, content_dir, style_image, vgg1
     assert "Loss before" in r.output and "after" in r.output
     assert (tmp_path / "wave.safetensors.sha256").read_text().split()[0]
     info = read_net_info(net)
-    assert info["format"] == "metastyle-batch/net" and info["base"] == 8 and info["steps"] == 4
+    assert info["format"] == "metastyle-batch/net-2" and info["base"] == 8 and info["steps"] == 4
     assert np.isfinite(info["loss_before"]["total"]) and info["loss_after"]["total"] < info["loss_before"]["total"]
 
     stylizer = Stylizer(device="cpu")

@@ -62,3 +62,16 @@ def test_mixing_codes_mixes_networks_linearly():
 def test_encode_features_shape():
     meta = _meta()
     assert meta.encode_features(torch.rand(2, STYLE_DIM)).shape == (2, meta.hidden_dim)
+
+
+@torch.no_grad()
+def test_generated_biases_shift_channels_after_instance_norm():
+    """Before the norm a per-channel bias would cancel out; after it, the meta network can set a style's colours."""
+    meta = _meta()
+    params = meta.network(torch.relu(torch.randn(meta.hidden_dim)))
+    x = torch.rand(1, 3, 32, 32)
+    base = transform(x, params, 8)
+    shifted = dict(params, **{"up2.bias": params["up2.bias"] + 1.0})
+    assert (transform(x, shifted, 8) - base).abs().mean() > 0.05
+    tiled = transform(x, shifted, 8, ops=TiledOps(torch.device("cpu"), torch.float32, tile=8))
+    torch.testing.assert_close(tiled, transform(x, shifted, 8), atol=1e-4, rtol=1e-4)

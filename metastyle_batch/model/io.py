@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from ..paths import sha256_file
 from .meta import MetaNet
 
-FORMAT = "metastyle-batch/metanet"
+FORMAT = "metastyle-batch/metanet-2"  # 2: conv biases act after instance norm (see model.transform)
 
 
 class ModelError(RuntimeError):
@@ -46,6 +46,8 @@ def read_info(path: str | Path) -> dict:
         int(info["base"])
     except (ValueError, KeyError, TypeError):
         raise ModelError(f"{path}: damaged model metadata") from None
+    if info.get("format") == "metastyle-batch/metanet":
+        raise ModelError(f"{path}: made by metastyle-batch 0.1 before biases moved after instance norm; retrain it")
     if info.get("format") != FORMAT:
         raise ModelError(f"{path}: unknown model format {info.get('format')!r}")
     return info

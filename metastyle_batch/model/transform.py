@@ -4,6 +4,10 @@ Architecture (MetaNet "fast" network): 9x9 conv (trained) → two stride-2 3x3 c
 two nearest-upsample 3x3 convs → 9x9 conv (trained). Reflection padding everywhere, instance norm + ReLU after
 every conv but the last. Generated weights carry a leading group dim G: G == 1 shares one network over the
 batch, G == B gives every sample its own network (grouped convolution).
+
+A conv's bias is added *after* its instance norm (``relu(IN(conv(x)) + b)``). Before the norm it would be
+subtracted again with the mean, leaving the meta network no way to shift a channel per style; after it, the
+generated biases act like conditional instance norm's shift and let each style set its own colours.
 """
 
 from __future__ import annotations
@@ -54,28 +58,34 @@ class DirectOps:
     """Runs every layer on the whole tensor at once."""
 
     @staticmethod
-    def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    def conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
         if spec.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = F.pad(x, [spec.k // 2] * 4, mode="reflect")
         return _conv(x, w, b, spec.stride)
 
     @staticmethod
-    def norm(x: torch.Tensor, relu: bool) -> torch.Tensor:
-        x = F.instance_norm(x)
+    def norm(x: torch.Tensor, shift: torch.Tensor, relu: bool) -> torch.Tensor:
+        x = F.instance_norm(x) + _channels(shift)
         return F.relu(x) if relu else x
 
 
-def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int) -> torch.Tensor:
+def _channels(b: torch.Tensor) -> torch.Tensor:
+    """A bias (O,), (1, O) or (G, O) as (G, O, 1, 1), to broadcast over a batch of feature maps."""
+    return b.reshape(-1, b.shape[-1], 1, 1)
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int) -> torch.Tensor:
     if w.dim() == 4:
         return F.conv2d(x, w, b, stride)
     groups = w.shape[0]
     if groups == 1:
-        return F.conv2d(x, w[0], b[0], stride)
+        return F.conv2d(x, w[0], None if b is None else b[0], stride)
     n, cin, h, wd = x.shape
     if n != groups:
         raise ValueError(f"batch of {n} images but {groups} generated networks")
-    y = F.conv2d(x.reshape(1, n * cin, h, wd), w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride, groups=n)
+    y = F.conv2d(x.reshape(1, n * cin, h, wd), w.reshape(-1, *w.shape[2:]), None if b is None else b.reshape(-1),
+                 stride, groups=n)
     return y.reshape(n, -1, *y.shape[2:])
 
 
@@ -90,7 +100,7 @@ class TiledOps:
     def __init__(self, device: torch.device, dtype: torch.dtype, tile: int = 512, store: str = "cpu"):
         self.device, self.dtype, self.tile, self.store = device, dtype, tile, torch.device(store)
 
-    def conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+    def conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
         x = x.to(self.store, torch.float32)
         if spec.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
@@ -98,7 +108,8 @@ class TiledOps:
         s, k, t = spec.stride, spec.k, self.tile
         ho, wo = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
         out = torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store)
-        w, b = w.to(self.device, self.dtype), b.to(self.device, self.dtype)
+        w = w.to(self.device, self.dtype)
+        b = None if b is None else b.to(self.device, self.dtype)
         for y0 in range(0, ho, t):
             y1 = min(y0 + t, ho)
             for x0 in range(0, wo, t):
@@ -108,9 +119,9 @@ class TiledOps:
                 out[:, :, y0:y1, x0:x1] = _conv(patch, w, b, s).to(self.store, torch.float32)
         return out
 
-    def norm(self, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    def norm(self, x: torch.Tensor, shift: torch.Tensor, relu: bool) -> torch.Tensor:
         var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-        x.sub_(mean).div_((var + 1e-5).sqrt())
+        x.sub_(mean).div_((var + 1e-5).sqrt()).add_(_channels(shift).to(x))
         return x.clamp_(min=0) if relu else x
 
 
@@ -119,8 +130,10 @@ def transform(x: torch.Tensor, params: Params, base: int = 8, ops=DirectOps) -> 
     specs = {s.name: s for s in layer_specs(base)}
 
     def layer(h: torch.Tensor, name: str, relu: bool = True, norm: bool = True) -> torch.Tensor:
-        h = ops.conv(h, params[f"{name}.weight"], params[f"{name}.bias"], specs[name])
-        return ops.norm(h, relu) if norm else h
+        w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+        if not norm:
+            return ops.conv(h, w, b, specs[name])
+        return ops.norm(ops.conv(h, w, None, specs[name]), b, relu)
 
     h = layer(x, "conv_in")
     h = layer(h, "down1")
