@@ -188,7 +188,8 @@ def main() -> None:
     qp.add_argument("--n-style", type=int, default=4)
     qp.add_argument("--size", type=int, default=256)
     qp.add_argument("--model", type=Path, default=None)
-    qp.add_argument("--out", type=Path, default=OUT / "eval")
+    qp.add_argument("--out", type=Path, default=REPO / "runs" / "eval-peers",
+                    help="results.csv and grid.png (the grid shows eval images: keep it out of git)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     result = speed(args) if args.what == "speed" else quality(args)
