@@ -9,9 +9,9 @@ and their ratio (how many times slower stylizing is than transcoding), the styli
 pipeline time, and the flicker ratio (mean |Δ| of consecutive stylized frames / the same for the source),
 measured on the decoded output files so H.264 is included.
 
-The stabiliser study evaluates the one candidate (blend with the previous output where the source did not
-change) that the CLI deliberately does not offer: it prints flicker against ghosting (how much it holds the old
-stylization in static pixels next to moving ones), so the decision can be re-checked with a trained model.
+The stabiliser study checks ``--stabilize`` (:class:`metastyle_batch.video.Stabilizer`: blend with the previous
+output where the source did not change) at a few settings: flicker against ghosting (how much it holds the old
+stylization in static pixels next to moving ones); the CLI uses alpha 0.7, radius 16.
 
 Weights do not change speed: without ``--model`` (and no $METASTYLE_MODEL / shipped model) a random
 MetaNet(8) is used, and without ``--style`` a random style code (no VGG-16 needed). Flicker numbers from a
@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metastyle_batch.video import (DEFAULT_PRESET, DEFAULT_QUALITY, ffmpeg_exe, h264_output_args,  # noqa: E402
-                                   probe, stylize_video)
+                                   Stabilizer, probe, stylize_video)
 
 
 def make_clip(path: Path, size: str, seconds: float, fps: str) -> None:
@@ -78,28 +78,6 @@ def flicker_of_file(src: Path, out: Path) -> float:
     return mean_abs_step(b) / max(mean_abs_step(a), 1e-9)
 
 
-class GatedBlend:
-    """The stabiliser candidate (NOT offered by the CLI): blend towards the previous output where the source
-    did not change: ``m = clamp(1 - maxpool_r(|Δsource|) / threshold, 0, 1)``, ``y' = y + alpha·m·(y'_{t-1} - y)``.
-    ``radius`` widens the "moving" mask so pixels within the network's receptive field of motion stay fresh."""
-
-    def __init__(self, alpha: float, radius: int = 0, threshold: float = 6 / 255):
-        self.alpha, self.radius, self.threshold = alpha, radius, threshold
-        self.prev_x = self.prev_y = None
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        if self.prev_y is not None:
-            d = (x - self.prev_x).abs().mean(1, keepdim=True)
-            if self.radius:
-                d = F.max_pool2d(d, 2 * self.radius + 1, 1, self.radius)
-            m = (1 - d / self.threshold).clamp(0, 1)
-            y = y + self.alpha * m * (self.prev_y - y)
-        self.prev_x, self.prev_y = x, y
-        return y
-
-
 def stabiliser_study(stylizer, src: Path, code, alphas=(0.5, 0.7), radii=(0, 8, 16), frames: int = 60) -> None:
     """Flicker of the candidate vs. how much it changes static pixels NEAR motion (within 16 px of a pixel
     whose source changed by > 6/255): there the per-frame stylization legitimately follows the moving object
@@ -124,7 +102,7 @@ def stabiliser_study(stylizer, src: Path, code, alphas=(0.5, 0.7), radii=(0, 8, 
           f"far from motion {float(dy[far].mean()) if far.any() else 0:.2f}/255")
     for a in alphas:
         for r in radii:
-            blend = GatedBlend(a, r)
+            blend = Stabilizer(a, r)
             z = torch.cat([blend(x[i:i + 1], y[i:i + 1]) for i in range(len(x))]).clamp(0, 1)
             dev = (z[1:] - y[1:]).abs().mean(1, keepdim=True) * 255
 
@@ -196,11 +174,13 @@ def main() -> None:
     plain_fps = info.frames / t_plain
     print(f"plain transcode      {plain_fps:8.1f} frames/s  ({t_plain:.2f} s)")
 
-    runs = [("stylized (fixed)", dict(keyframes=style_a), "fixed.mp4")]
+    runs = [("stylized (fixed)", dict(keyframes=style_a), "fixed.mp4"),
+            ("  --stabilize", dict(keyframes=style_a, stabilize=True), "fixed-stab.mp4")]
     if not args.no_transition:
         from metastyle_batch.video import transition
 
         runs.append(("stylized (--to)", dict(keyframes=transition(style_a, style_b)), "to.mp4"))
+        runs.append(("  --stabilize", dict(keyframes=transition(style_a, style_b), stabilize=True), "to-stab.mp4"))
     results = {}
     for name, kw, fname in runs:
         out = work / fname

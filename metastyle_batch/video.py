@@ -16,11 +16,9 @@ Ctrl-C stops both ffmpeg processes at once.
   Ctrl-C never leaves a half-written file behind.
 
 Flicker is measured on the fly: mean absolute difference of consecutive stylized frames divided by that of
-the source frames (1.0 = the stylization changes exactly as much as the footage does). There is no stabilising
-option: the candidate tried (blend with the previous output where the source did not change, see
-``benchmarks/video.py``) lowered flicker on the test clip only by holding the stylization around moving objects,
-i.e. by ghosting; gated so that it leaves the network's receptive field around motion alone, it no longer
-helped measurably.
+the source frames (1.0 = the stylization changes exactly as much as the footage does). :class:`Stabilizer`
+(``stabilize=True``, ``--stabilize``) lowers it by holding the previous result where the footage did not change;
+``benchmarks/video.py`` measures what it gains and that it leaves no trails next to moving objects.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ from .model.meta import StyleCode, mix
 __all__ = [
     "VideoError", "VideoInputError", "KeyframeError", "VideoInfo", "Keyframe", "StyleSchedule",
     "ffmpeg_exe", "probe", "parse_keyframes", "parse_position", "resolve_keyframes", "build_schedule", "fixed_style",
-    "transition", "stylize_video",
+    "transition", "stylize_video", "Stabilizer",
     "h264_output_args", "quality_to_crf", "output_format", "format_fps", "OUTPUT_FORMATS", "DEFAULT_QUALITY",
 ]
 
@@ -691,6 +689,46 @@ class _Flicker:
         return {"flicker": (sy / sx) if sx > 1e-9 else None, "stylized_mad": sy * 255, "source_mad": sx * 255}
 
 
+class Stabilizer:
+    """Temporal smoothing for still parts of a shot, where a feed-forward network shimmers frame to frame.
+
+    Instance norm takes its statistics from the whole frame, so anything moving anywhere shifts every output
+    pixel a little; so does sensor and codec noise. Where the source did not change (mean |Δ| over channels
+    below ``threshold``), the output is pulled towards the previous output: ``y' = y + alpha·m·(y'_{t-1} - y)``
+    with ``m = clamp(1 - maxpool_r(|Δx|) / threshold, 0, 1)``. The max-pool widens "moving" by ``radius``
+    pixels, about the network's receptive field, so pixels whose stylization follows a moving object stay fresh
+    (no trails); moving pixels themselves get exactly the network's output. Call it on consecutive batches.
+    """
+
+    def __init__(self, alpha: float = 0.7, radius: int = 16, threshold: float = 6 / 255) -> None:
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        self.alpha, self.radius, self.threshold = alpha, radius, threshold
+        self.prev_x: torch.Tensor | None = None
+        self.prev_y: torch.Tensor | None = None
+
+    def still(self, x: torch.Tensor, prev_x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) weight in [0, 1]: 1 where nothing within ``radius`` pixels changed."""
+        import torch.nn.functional as F
+
+        d = (x - prev_x).abs().mean(1, keepdim=True)
+        r = self.radius
+        if r:  # max is separable: two 1-D pools instead of one (2r+1)² window
+            d = F.max_pool2d(F.max_pool2d(d, (1, 2 * r + 1), 1, (0, r)), (2 * r + 1, 1), 1, (r, 0))
+        return (1 - d / self.threshold).clamp_(0, 1)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Source frames ``x`` and their stylization ``y``, both (N, 3, H, W), next in the video."""
+        out = []
+        for xi, yi in zip(x.split(1), y.split(1)):
+            if self.prev_y is not None:
+                m = self.still(xi, self.prev_x).to(yi.dtype)
+                yi = yi + self.alpha * m * (self.prev_y - yi)
+            self.prev_x, self.prev_y = xi, yi
+            out.append(yi)
+        return torch.cat(out)
+
+
 def _temp_path(dst: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
     os.close(fd)
@@ -718,6 +756,7 @@ def stylize_video(
     preset: str = DEFAULT_PRESET,
     overwrite: bool = False,
     measure_flicker: bool = True,
+    stabilize: bool = False,
     info: VideoInfo | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -725,6 +764,7 @@ def stylize_video(
 
     ``keyframes`` is a list of :class:`Keyframe` (see :func:`parse_keyframes`, :func:`fixed_style`,
     :func:`transition`) or a single style (path/bytes/array/StyleCode) used for the whole video.
+    ``stabilize`` smooths still parts of the shot (:class:`Stabilizer`); flicker is measured after it.
     ``progress(done, total)`` is called after every batch. Raises VideoInputError for unreadable input,
     KeyframeError for keyframes that do not fit the clip, VideoError for failures while processing;
     ``dst`` is only ever replaced by a complete file.
@@ -802,6 +842,7 @@ def stylize_video(
     dec = enc = None
     threads: list[threading.Thread] = []
     flicker = _Flicker() if measure_flicker else None
+    stabilizer = Stabilizer() if stabilize else None
     done = 0
     compute_s = 0.0
     tmp: Path | None = None
@@ -848,6 +889,8 @@ def stylize_video(
                 from .engine import preserve_colors
 
                 y = preserve_colors(y, x).clamp_(0, 1)
+            if stabilizer is not None:
+                y = stabilizer(x, y)
             if flicker is not None:
                 flicker.add(x, y)
             out = y.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
@@ -907,7 +950,7 @@ def stylize_video(
         "keyframes": [f for f, _ in schedule.keys],
         "elapsed_s": round(elapsed, 3), "compute_s": round(compute_s, 3),
         "frames_per_second": round(done / elapsed, 3) if elapsed > 0 else None,
-        "batch": batch, "device": str(device), "warnings": warnings,
+        "batch": batch, "device": str(device), "stabilize": stabilize, "warnings": warnings,
     }
     measured = flicker.result() if flicker is not None else {"flicker": None, "stylized_mad": None, "source_mad": None}
     stats.update({k: (round(v, 4) if v is not None else None) for k, v in measured.items()})

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from metastyle_batch.commands.video import register
 from metastyle_batch.model.meta import StyleCode
 from metastyle_batch.video import (Keyframe, KeyframeError, StyleSchedule, VideoError, VideoInputError, ffmpeg_exe,
-                                   parse_keyframes, probe, resolve_keyframes, stylize_video)
+                                   Stabilizer, parse_keyframes, probe, resolve_keyframes, stylize_video)
 
 FPS = Fraction(30000, 1001)
 W, H = 322, 182
@@ -327,6 +327,48 @@ def test_flicker_is_measured(stylizer, clips, tmp_path: Path, style_image: Path)
     print(f"flicker ratio on the test clip (random test model, 160x90): {stats['flicker']:.3f}")
     quiet = stylize_video(stylizer, clips["clip"], tmp_path / "b.mp4", style_image, max_side=64, measure_flicker=False)
     assert quiet["flicker"] is None
+
+
+def test_stabilizer_holds_only_still_pixels() -> None:
+    """A square moves over a still background while the "stylization" shimmers everywhere: pixels within
+    ``radius`` of any source change get exactly the network's output (no trails), still pixels far from motion
+    are pulled towards the previous output, and the first frame passes unchanged."""
+    g = torch.Generator().manual_seed(0)
+    n, size, r = 6, 64, 4
+    x = torch.full((n, 3, size, size), 0.5)
+    for t in range(n):
+        x[t, :, 10:20, 5 + 6 * t:15 + 6 * t] = 1.0
+    y = 0.5 + 0.1 * torch.rand(n, 3, size, size, generator=g)
+    stab = Stabilizer(alpha=0.7, radius=r)
+    z = torch.cat([stab(x[:4], y[:4]), stab(x[4:], y[4:])])  # state carries across batches
+    assert torch.equal(z[0], y[0])
+    for t in range(1, n):
+        changed = (x[t] - x[t - 1]).abs().mean(0) > 0
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        near = torch.zeros(size, size, dtype=torch.bool)
+        near[max(0, int(rows.min()) - r):int(rows.max()) + r + 1, max(0, int(cols.min()) - r):int(cols.max()) + r + 1] = True
+        assert torch.equal(z[t][:, near], y[t][:, near])
+        far = y[t][:, 40:] + 0.7 * (z[t - 1][:, 40:] - y[t][:, 40:])
+        assert torch.allclose(z[t][:, 40:], far, atol=1e-6)
+    shimmer = lambda v: float((v[1:, :, 40:] - v[:-1, :, 40:]).abs().mean())  # noqa: E731
+    assert shimmer(z) < 0.5 * shimmer(y)
+    with pytest.raises(ValueError):
+        Stabilizer(alpha=1.0)
+
+
+def test_stabilize_lowers_measured_flicker(stylizer, clips, tmp_path: Path, style_image: Path) -> None:
+    plain = stylize_video(stylizer, clips["clip"], tmp_path / "a.mp4", style_image, max_side=160)
+    calm = stylize_video(stylizer, clips["clip"], tmp_path / "b.mp4", style_image, max_side=160, stabilize=True)
+    assert calm["stabilize"] is True and calm["frames"] == plain["frames"] == 60
+    assert calm["flicker"] < plain["flicker"]
+    print(f"flicker on the test clip (random test model): {plain['flicker']:.3f} -> {calm['flicker']:.3f} stabilized")
+    got, ref = decode(tmp_path / "b.mp4"), decode(tmp_path / "a.mp4")
+    assert mad(got[0], ref[0]) < 2  # the first frame is the network's own output
+    res = invoke(clips["noaudio"], "-o", tmp_path / "c.mp4", "-s", style_image, "--stabilize", "--json",
+                 "--max-side", "96")
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["stabilize"] is True and summary["frames"] == 60 and probe(tmp_path / "c.mp4").width == 96
 
 
 @pytest.fixture(scope="module")

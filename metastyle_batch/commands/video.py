@@ -70,6 +70,9 @@ def video(
         min=0.0, max=1.0, help="How much style: 1 = full, 0 = (almost) the footage itself.")] = 1.0,
     preserve_color: Annotated[bool, typer.Option(
         "--preserve-color", help="Keep the footage's colours; take only brightness patterns from the style.")] = False,
+    stabilize: Annotated[bool, typer.Option(
+        "--stabilize", help="Calm the shimmer in still parts of the shot: where the footage does not change, "
+                            "hold the previous result (moving parts stay fresh).")] = False,
     batch: Annotated[Optional[int], typer.Option(
         min=1, metavar="N", help="Frames per forward pass (default: 8 on a GPU, 2 on the CPU).")] = None,
     max_side: Annotated[Optional[int], typer.Option(
@@ -92,20 +95,20 @@ def video(
 
       metastyle-batch video clip.mp4 -o out.mp4 --style wave.jpg
 
-      metastyle-batch video clip.mp4 -o out.mp4 --style wave.jpg --to scream.jpg --ease smooth
+      metastyle-batch video clip.mp4 -o out.mp4 --style wave.jpg --to scream.jpg --ease smooth --stabilize
 
       metastyle-batch video clip.mp4 -o out.mp4 --keyframes "0:a.jpg,5s:b.jpg,80%:c.jpg"
     """
     try:
-        _video(src, output, style, to, keyframes, ease, strength, preserve_color, batch, max_side, quality, device,
-               overwrite, as_json, model)
+        _video(src, output, style, to, keyframes, ease, strength, preserve_color, stabilize, batch, max_side,
+               quality, device, overwrite, as_json, model)
     except KeyboardInterrupt:
         typer.echo("Interrupted: no output was written.", err=True)
         raise typer.Exit(130)
 
 
-def _video(src, output, style, to, keyframes, ease, strength, preserve_color, batch, max_side, quality, device,
-           overwrite, as_json, model) -> None:
+def _video(src, output, style, to, keyframes, ease, strength, preserve_color, stabilize, batch, max_side,
+           quality, device, overwrite, as_json, model) -> None:
     from ..images import ImageError
     from ..model.vgg_weights import VGGWeightsError
     from ..video import (Keyframe, KeyframeError, VideoError, VideoInputError, fixed_style, output_format,
@@ -171,8 +174,9 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, ba
                 bar.update(task, completed=done, total=total)
 
             stats = stylize_video(stylizer, src, dst, keys, ease=ease, strength=strength,
-                                  preserve_color=preserve_color, batch=batch, max_side=max_side, quality=quality,
-                                  overwrite=overwrite, info=info, progress=progress)
+                                  preserve_color=preserve_color, stabilize=stabilize, batch=batch,
+                                  max_side=max_side, quality=quality, overwrite=overwrite, info=info,
+                                  progress=progress)
     except KeyframeError as exc:
         _usage_error(f"--keyframes: {_one_line(exc)}" if keyframes is not None else _one_line(exc))
     except ImageError as exc:
@@ -194,7 +198,7 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, ba
         typer.echo(f"Warning: {w}", err=True)
     if as_json:
         summary = {k: stats.get(k) for k in ("output", "input", "frames", "fps", "seconds", "frames_per_second",
-                                                "flicker", "width", "height", "audio", "vfr", "rotation", "crf",
+                                                "flicker", "stabilize", "width", "height", "audio", "vfr", "rotation", "crf",
                                                 "elapsed_s", "warnings")}
         summary.update(model=stylizer.model_id, device=str(stylizer.device))
         typer.echo(json.dumps(summary, ensure_ascii=False))
