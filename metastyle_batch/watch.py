@@ -89,7 +89,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .images import ImageError, format_for_path, read_image, write_image
 
@@ -657,6 +657,27 @@ class _Settler:
         return sorted(ready, key=lambda r: r[1])
 
 
+def _candidates(spec: FolderSpec, top: str | os.PathLike) -> Iterator[tuple[str, os.stat_result]]:
+    """Every regular file below ``top`` the folder's rules accept (sorted walk), with its stat."""
+    for root, dirs, files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if spec.recursive and is_candidate(spec, os.path.join(root, d)))
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if not is_candidate(spec, path):
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if _is_regular(st):
+                yield path, st
+
+
+def _settled(row: sqlite3.Row | None, st: os.stat_result) -> bool:
+    """The journal already has the final word on this very file version (same size, mtime, inode)."""
+    return row is not None and _row_sig(row) == _sig(st) and row["status"] in ("done", "failed", "unsupported")
+
+
 def _is_regular(st: os.stat_result) -> bool:
     import stat as _stat
 
@@ -868,21 +889,8 @@ class WatchDaemon:
         """Walk a folder; queue every candidate not already settled in the journal."""
         spec = self.specs[spec_index]
         journal = self.journal(spec)
-        for root, dirs, files in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if spec.recursive and is_candidate(spec, os.path.join(root, d)))
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                if not is_candidate(spec, path):
-                    continue
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if not _is_regular(st):
-                    continue
-                row = journal.get(spec.key, path)
-                if row is not None and _row_sig(row) == _sig(st) and row["status"] in ("done", "failed", "unsupported"):
-                    continue
+        for path, st in _candidates(spec, top):
+            if not _settled(journal.get(spec.key, path), st):
                 self._settler.touch(spec_index, path)
 
     # ---- recovery ------------------------------------------------------------------------------------------
@@ -1223,22 +1231,7 @@ def folder_status(spec: FolderSpec) -> dict[str, Any]:
             rows = {r["path"]: r for r in journal.rows(spec.key)}
         finally:
             journal.close()
-    pending: list[str] = []
-    if spec.in_dir.is_dir():
-        for root, dirs, files in os.walk(spec.in_dir):
-            dirs[:] = sorted(d for d in dirs if spec.recursive and is_candidate(spec, os.path.join(root, d)))
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                if not is_candidate(spec, path):
-                    continue
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                row = rows.get(path)
-                if (_is_regular(st) and (row is None or _row_sig(row) != _sig(st)
-                                         or row["status"] not in ("done", "failed", "unsupported"))):
-                    pending.append(_rel(spec, path))
+    pending = [_rel(spec, path) for path, st in _candidates(spec, spec.in_dir) if not _settled(rows.get(path), st)]
     by_status = {s: [r for r in rows.values() if r["status"] == s] for s in STATUSES}
     return {
         "name": spec.name, "in": str(spec.in_dir), "out": str(spec.out_dir), "journal": str(spec.journal),

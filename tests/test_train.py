@@ -162,3 +162,17 @@ def test_train_cli_runs_with_its_progress_bar_and_resumes(dataset, tmp_path, vgg
     assert load_model(out / "model.safetensors")[1]["steps"] == 3
     bad = CliRunner().invoke(app, base + ["--steps", "1", "--styles-per-step", "3"], env=env)
     assert bad.exit_code == 2 and "multiple of styles_per_step" in bad.output
+
+
+def test_init_starts_from_a_trained_model(dataset, tmp_path, vgg):
+    """--init: the weights and input standardisation of the given model, then ordinary training from there."""
+    train(_cfg(dataset, tmp_path / "a", steps=2), progress=False, vgg=vgg)
+    start = tmp_path / "a" / "model.safetensors"
+    train(_cfg(dataset, tmp_path / "same", steps=1, lr=0.0, init=str(start), seed=1), progress=False, vgg=vgg)
+    train(_cfg(dataset, tmp_path / "more", steps=2, init=str(start), seed=1), progress=False, vgg=vgg)
+    a, b, c = (load_model(tmp_path / d / "model.safetensors")[0].state_dict() for d in ("a", "same", "more"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert torch.equal(a["feat_mean"], c["feat_mean"]) and not torch.equal(a["heads.0.weight"], c["heads.0.weight"])
+    with pytest.raises(ValueError, match="base-8 model"):
+        train(_cfg(dataset, tmp_path / "bad", steps=1, base=16, init=str(start)), progress=False, vgg=vgg)

@@ -346,7 +346,8 @@ def test_stabilizer_holds_only_still_pixels() -> None:
         changed = (x[t] - x[t - 1]).abs().mean(0) > 0
         rows, cols = torch.nonzero(changed, as_tuple=True)
         near = torch.zeros(size, size, dtype=torch.bool)
-        near[max(0, int(rows.min()) - r):int(rows.max()) + r + 1, max(0, int(cols.min()) - r):int(cols.max()) + r + 1] = True
+        top, left = max(0, int(rows.min()) - r), max(0, int(cols.min()) - r)
+        near[top:int(rows.max()) + r + 1, left:int(cols.max()) + r + 1] = True
         assert torch.equal(z[t][:, near], y[t][:, near])
         far = y[t][:, 40:] + 0.7 * (z[t - 1][:, 40:] - y[t][:, 40:])
         assert torch.allclose(z[t][:, 40:], far, atol=1e-6)

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from .common import usage_error
+
 _GIMP_DIR_HELP = ("GIMP's per-user folder (the one holding plug-ins/). Default: $GIMP3_DIRECTORY, else "
                   "~/.config/GIMP/3.0 (macOS: ~/Library/Application Support/GIMP/3.0, Windows: %APPDATA%\\GIMP\\3.0).")
 
@@ -20,11 +22,6 @@ def register(app: typer.Typer) -> None:
     gimp_app.command("install")(install)
     gimp_app.command("uninstall")(uninstall)
     app.add_typer(gimp_app, name="gimp")
-
-
-def _fail(message: str) -> None:
-    typer.echo("Error: " + " ".join(message.split()), err=True)
-    raise typer.Exit(2)
 
 
 def install(
@@ -44,8 +41,7 @@ def install(
     try:
         done = do_install(gimp_dir)
     except GimpInstallError as exc:
-        _fail(str(exc))
-        return
+        usage_error(str(exc))
     typer.echo(f"Installed the GIMP plug-in: {done.plugin}")
     typer.echo(f"It runs: {done.executable}")
     typer.echo("Restart GIMP 3, open an image and use Filters > Artistic > MetaStyle...")
@@ -66,8 +62,7 @@ def uninstall(
     try:
         removed = do_uninstall(gimp_dir)
     except GimpInstallError as exc:
-        _fail(str(exc))
-        return
+        usage_error(str(exc))
     if removed is None:
         typer.echo(f"Nothing to remove: the plug-in is not installed in {plugin_dir(gimp_dir)}")
     else:

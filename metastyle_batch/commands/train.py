@@ -38,6 +38,7 @@ def train(
     seed: int = typer.Option(_D["seed"]),
     ckpt_every: int = typer.Option(_D["ckpt_every"], help="Checkpoint every N steps."),
     sample_every: int = typer.Option(_D["sample_every"], help="Write a sample grid every N steps."),
+    init: Optional[Path] = typer.Option(None, "--init", exists=True, dir_okay=False, help="Start from this trained model's weights (a longer or different run; fresh optimiser, step 0; use another --seed for new data)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt exactly (model, optimizer, RNG, step)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, mps."),
     bf16: bool = typer.Option(_D["bf16"], "--bf16/--no-bf16", help="bf16 autocast where the hardware has it (CUDA, AVX512-BF16 CPUs)."),
@@ -49,19 +50,22 @@ def train(
 
     Several GPUs: torchrun --nproc-per-node 4 -m metastyle_batch train … (DistributedDataParallel).
     """
+    from ..model.io import ModelError
     from ..train.loop import train as run
 
     if content_layer not in ("relu1_2", "relu2_2", "relu3_3", "relu4_3"):
         raise typer.BadParameter(f"unknown layer {content_layer!r}", param_hint="--content-layer")
     if base not in (8, 16, 32):
         raise typer.BadParameter("base must be 8, 16 or 32", param_hint="--base")
-    cfg = TrainConfig(content_dir=str(content_dir), style_dir=str(style_dir), out_dir=str(out), base=base, steps=steps,
-                      crop=crop, batch=batch, style_every=style_every, styles_per_step=styles_per_step, lr=lr, lr_decay_steps=lr_decay_steps, content_layer=content_layer,
-                      content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight, seed=seed,
-                      ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device, bf16=bf16)
+    cfg = TrainConfig(
+        content_dir=str(content_dir), style_dir=str(style_dir), out_dir=str(out), base=base, steps=steps, crop=crop,
+        batch=batch, style_every=style_every, styles_per_step=styles_per_step, lr=lr, lr_decay_steps=lr_decay_steps,
+        content_layer=content_layer, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        seed=seed, ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device,
+        bf16=bf16, init=str(init) if init else None)
     try:
         run(cfg, resume=resume)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ModelError) as e:
         typer.echo(f"Error: {e}", err=True)
         raise typer.Exit(2)
 
