@@ -64,3 +64,19 @@ def test_export_rejects_several_networks_and_bad_sizes(generated):
         export_onnx(two, 8, io.BytesIO())
     with pytest.raises(ValueError, match="multiples of 4"):
         OrtNetwork(blob, threads=1)(torch.rand(1, 3, 30, 32))
+
+
+@torch.no_grad()
+def test_sessions_share_one_arena_and_big_calls_hand_it_back(generated):
+    """Two sessions on the process-wide arena, one handing it back after every call (keep_pixels=0): the
+    same numbers either way, and both stay right when calls of different sizes alternate."""
+    from metastyle_batch import onnx_export
+
+    params, blob = generated
+    keep, shrink = OrtNetwork(blob, threads=1), OrtNetwork(blob, threads=1, keep_pixels=0)
+    assert onnx_export._shared_arena is True  # onnxruntime >= 1.17 (the onnx extra) supports it
+    for shape in [(1, 3, 64, 64), (1, 3, 32, 48), (2, 3, 64, 64)]:
+        x = torch.rand(*shape)
+        ref = transform(x, params, 8)
+        torch.testing.assert_close(keep(x), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(shrink(x), keep(x))
