@@ -9,11 +9,8 @@ end up in the repository. Top row: the styles; first column: the photos.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
-
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,13 +33,7 @@ def main() -> None:
     for photo in photos:
         img = read_image(photo).frames[0]
         rows.append([img] + [stylizer.stylize(img, code) for code in codes])
-    png = args.out.with_suffix(".png")
-    save_grid(rows, png, cell=args.cell)
-    buf = io.BytesIO()
-    with Image.open(png) as grid:
-        grid.save(buf, "JPEG", quality=88)
-    png.unlink()
-    args.out.write_bytes(buf.getvalue())
+    save_grid(rows, args.out, cell=args.cell)
     print(f"wrote {args.out} ({len(photos)} photos x {len(styles)} styles, model {stylizer.model_id})")
 
 

@@ -20,7 +20,8 @@ def to_pil(img: torch.Tensor | np.ndarray) -> Image.Image:
 
 
 def save_grid(rows: list[list], path: str | Path, cell: int = 192, pad: int = 4) -> None:
-    """Rows of images (None leaves a blank cell), each fitted into a ``cell``² square; written atomically as PNG."""
+    """Rows of images (None leaves a blank cell), each fitted into a ``cell``² square; written atomically, as
+    JPEG for a .jpg/.jpeg path and as PNG otherwise."""
     ncols = max(len(r) for r in rows)
     canvas = Image.new("RGB", (ncols * (cell + pad) + pad, len(rows) * (cell + pad) + pad), "white")
     for i, row in enumerate(rows):
@@ -33,5 +34,8 @@ def save_grid(rows: list[list], path: str | Path, cell: int = 192, pad: int = 4)
             y = pad + i * (cell + pad) + (cell - im.height) // 2
             canvas.paste(im, (x, y))
     buf = io.BytesIO()
-    canvas.save(buf, "PNG")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        canvas.save(buf, "JPEG", quality=88)
+    else:
+        canvas.save(buf, "PNG")
     atomic_write_bytes(Path(path), buf.getvalue())
