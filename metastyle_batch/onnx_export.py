@@ -1,4 +1,4 @@
-"""Export one generated TransformNet to ONNX and run it with ONNX Runtime (optional ``onnx`` extra).
+"""Export one generated TransformNet to ONNX and run it with ONNX Runtime.
 
 The graph takes ``image`` (N, 3, H, W) float32 RGB in [0, 1] with H and W multiples of 4 (use
 ``pad_to_multiple``/``crop_back`` around it) and returns ``stylized`` (N, 3, H, W) float32, **unclamped**,
@@ -8,17 +8,15 @@ exactly like :func:`~metastyle_batch.model.transform.transform`. Batch, height a
 
 from __future__ import annotations
 
-import inspect
-import io
 import os
-import warnings
+import struct
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
-from torch import nn
 
-from .model.transform import Params, transform
+from .memory import KEEP_PIXELS
+from .model.transform import Params, polyphase
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -27,55 +25,142 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
 
 
-class _Generated(nn.Module):
-    """``transform`` with ONE generated network's parameters held as buffers (baked in as graph constants)."""
+# ---- a minimal protobuf writer for the few ONNX messages the graph needs (field numbers from onnx.proto) ----
+# Writing the bytes directly keeps the ``onnx`` package out of the product: importing it costs ~0.6 s (its
+# ml_dtypes dependency), more than ONNX Runtime saves on one 1024² image. tests/ check the result with onnx.
 
-    def __init__(self, params: Params, base: int):
-        super().__init__()
-        self.base = base
-        self.names = sorted(params)
-        for name, value in params.items():
-            if (name.endswith(".weight") and value.dim() == 5) or (name.endswith(".bias") and value.dim() == 2):
-                if value.shape[0] != 1:
-                    raise ValueError(f"export_onnx exports one network, but {name} holds {value.shape[0]} (G != 1)")
-                value = value[0]
-            self.register_buffer(name.replace(".", "__"), value.detach().to("cpu", torch.float32).contiguous())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = {name: getattr(self, name.replace(".", "__")) for name in self.names}
-        return transform(x, params, self.base)
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # int64 fields: negative numbers as two's complement
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
-def export_onnx(params: Params, base: int, path: str | os.PathLike | BinaryIO, opset: int = 17) -> None:
-    """Write the generated network ``params`` (G == 1) as an ONNX graph to a file path or a binary stream.
+def _msg(*fields: tuple[int, int | float | str | bytes]) -> bytes:
+    """A protobuf message: int → varint, float → fixed32, str/bytes (strings, sub-messages) → length-delimited."""
+    out = bytearray()
+    for number, value in fields:
+        if isinstance(value, int):
+            out += _varint(number << 3) + _varint(value)
+        elif isinstance(value, float):
+            out += _varint(number << 3 | 5) + struct.pack("<f", value)
+        else:
+            value = value.encode() if isinstance(value, str) else value
+            out += _varint(number << 3 | 2) + _varint(len(value)) + value
+    return bytes(out)
 
-    Uses the legacy TorchScript exporter (``dynamo=False``): the dynamo exporter needs ``onnxscript``, which
-    the ``onnx`` extra does not install, and tracing is enough for this architecture (no data-dependent control flow).
-    """
-    module = _Generated(params, base).eval()
-    example = torch.rand(1, 3, 64, 64)
-    target = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
-    with torch.no_grad(), warnings.catch_warnings():
-        # the legacy exporter warns about instance_norm's train flag, un-foldable Slice steps and instance_norm's
-        # traced "spatial size 1" check: all harmless here
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deliberate, see above
-        # torch < 2.5 has no ``dynamo`` argument and always uses the legacy exporter
-        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-        torch.onnx.export(
-            module, (example,), target,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                          OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
-            opset_version=opset, do_constant_folding=True, **legacy,
-        )
+
+def _attribute(name: str, value: int | float | str | list[int]) -> bytes:  # AttributeProto
+    if isinstance(value, float):
+        return _msg((1, name), (2, value), (20, 1))
+    if isinstance(value, int):
+        return _msg((1, name), (3, value), (20, 2))
+    if isinstance(value, str):
+        return _msg((1, name), (4, value), (20, 3))
+    return _msg((1, name), *[(8, v) for v in value], (20, 7))
+
+
+def _value_info(name: str, dims: list[int | str]) -> bytes:  # ValueInfoProto of a float tensor
+    shape = _msg(*[(1, _msg((2, d) if isinstance(d, str) else (1, d))) for d in dims])
+    return _msg((1, name), (2, _msg((1, _msg((1, 1), (2, shape))))))
+
+
+class _Graph:
+    """Collects nodes and constants; ``op`` adds one node and returns its output's name."""
+
+    def __init__(self):
+        self.nodes: list[bytes] = []
+        self.constants: list[bytes] = []
+
+    def const(self, value: np.ndarray | torch.Tensor) -> str:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().to("cpu", torch.float32).numpy()
+        kind = {np.dtype(np.float32): 1, np.dtype(np.int64): 7}[value.dtype]  # TensorProto.DataType
+        name = f"c{len(self.constants)}"
+        raw = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+        self.constants.append(_msg(*[(1, d) for d in value.shape], (2, kind), (8, name), (9, raw)))
+        return name
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        out = out or f"t{len(self.nodes)}"
+        self.nodes.append(_msg(*[(1, i) for i in inputs], (2, out), (4, op_type),
+                               *[(5, _attribute(k, v)) for k, v in attrs.items()]))
+        return out
+
+    def model(self, opset: int) -> bytes:
+        """ModelProto around the graph, with the IR version that goes with ``opset``."""
+        dims = ["batch", 3, "height", "width"]
+        graph = _msg(*[(1, n) for n in self.nodes], (2, "metastyle_transform_net"), *[(5, c) for c in self.constants],
+                     (11, _value_info(INPUT_NAME, dims)), (12, _value_info(OUTPUT_NAME, dims)))
+        ir = 7 if opset < 15 else 8 if opset < 19 else 9 if opset < 21 else 10
+        return _msg((1, ir), (2, "metastyle-batch"), (7, graph), (8, _msg((2, opset))))
+
+
+def _one_network(params: Params) -> Params:
+    """Drop the leading group dim of generated weights (G must be 1)."""
+    flat = {}
+    for name, value in params.items():
+        if (name.endswith(".weight") and value.dim() == 5) or (name.endswith(".bias") and value.dim() == 2):
+            if value.shape[0] != 1:
+                raise ValueError(f"export_onnx exports one network, but {name} holds {value.shape[0]} (G != 1)")
+            value = value[0]
+        flat[name] = value
+    return flat
 
 
 def export_onnx_bytes(params: Params, base: int, opset: int = 17) -> bytes:
-    buf = io.BytesIO()
-    export_onnx(params, base, buf, opset)
-    return buf.getvalue()
+    """The generated network ``params`` (G == 1) as a serialized ONNX model, built node by node from its
+    polyphase form (mirroring :func:`~metastyle_batch.model.transform.transform_polyphase` op for op): no
+    tracing, so it takes milliseconds, and batch, height and width are dynamic by construction."""
+    pp = _one_network(polyphase(params))
+    g = _Graph()
+
+    def pad(h: str, top_left: int, bottom_right: int, mode: str) -> str:
+        pads = np.array([0, 0, top_left, top_left, 0, 0, bottom_right, bottom_right], np.int64)
+        return g.op("Pad", h, g.const(pads), mode=mode)
+
+    def conv(h: str, name: str, stride: int = 1, bias: bool = False) -> str:
+        w = pp[f"{name}.weight"]
+        inputs = [h, g.const(w)] + ([g.const(pp[f"{name}.bias"])] if bias else [])
+        return g.op("Conv", *inputs, strides=[stride, stride], kernel_shape=list(w.shape[-2:]))
+
+    def norm(h: str, name: str, relu: bool = True, phases: bool = False) -> str:
+        """instance norm, the generated bias (a per-style shift), ReLU. ``phases``: ``h`` holds the 4 phases of
+        each channel of a full-res map, normalised together as one instance (``F.group_norm`` in PyTorch)."""
+        bias = pp[f"{name}.bias"]
+        c = base if phases else bias.numel()
+        x = g.op("Reshape", h, g.const(np.array([0, c, -1], np.int64))) if phases else h
+        x = g.op("InstanceNormalization", x, g.const(np.ones(c, np.float32)), g.const(np.zeros(c, np.float32)),
+                 epsilon=1e-5)
+        if phases:
+            x = g.op("Reshape", x, g.op("Shape", h))
+        x = g.op("Add", x, g.const(bias.reshape(1, -1, 1, 1)))
+        return g.op("Relu", x) if relu else x
+
+    h = norm(conv(pad(INPUT_NAME, 4, 4, "reflect"), "conv_in", 2), "conv_in", phases=True)
+    h = norm(conv(pad(h, 1, 0, "edge"), "down1"), "down1")
+    h = norm(conv(pad(h, 1, 1, "reflect"), "down2", 2), "down2")
+    for i in range(1, 6):
+        r = norm(conv(pad(h, 1, 1, "reflect"), f"res{i}a"), f"res{i}a")
+        h = g.op("Add", h, norm(conv(pad(r, 1, 1, "reflect"), f"res{i}b"), f"res{i}b", relu=False))
+    for name in ("up1", "up2"):
+        h = norm(g.op("DepthToSpace", conv(pad(h, 1, 1, "edge"), name), blocksize=2, mode="CRD"), name)
+    g.op("DepthToSpace", conv(pad(h, 4, 4, "reflect"), "conv_out", 2, bias=True), blocksize=2, mode="CRD",
+         out=OUTPUT_NAME)
+    return g.model(opset)
+
+
+def export_onnx(params: Params, base: int, path: str | os.PathLike | BinaryIO, opset: int = 17) -> None:
+    """Write the generated network ``params`` (G == 1) as an ONNX graph to a file path or a binary stream."""
+    data = export_onnx_bytes(params, base, opset)
+    if isinstance(path, (str, os.PathLike)):
+        with open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write(data)
 
 
 def ort_available() -> bool:
@@ -86,9 +171,6 @@ def ort_available() -> bool:
     return True
 
 
-# Calls on more pixels than this hand the memory arena back afterwards: keeping it saves re-faulting a few
-# hundred MB per image (1024² on 2 cores: 440 → 270 ms), but after a 2048² image it would hold ~1 GB.
-KEEP_ARENA_PIXELS = 2_500_000
 _shared_arena: bool | None = None
 
 
@@ -110,7 +192,7 @@ class OrtNetwork:
     """An ONNX Runtime CPU session for one exported generated network; call it like ``transform``."""
 
     def __init__(self, model: bytes | str | os.PathLike, threads: int | None = None, spin: bool = False,
-                 keep_pixels: int = KEEP_ARENA_PIXELS):
+                 keep_pixels: int = KEEP_PIXELS):
         """``spin=False`` stops idle ORT worker threads busy-waiting, which would steal cores from torch (and
         from anything else on a shared CPU) between calls. The memory arena is kept between calls of up to
         ``keep_pixels`` pixels (batch included) and handed back after bigger ones.

@@ -3,7 +3,8 @@
 import torch
 
 from metastyle_batch.model.meta import MetaNet, StyleCode, mix
-from metastyle_batch.model.transform import TiledOps, crop_back, generated_specs, pad_to_multiple, transform
+from metastyle_batch.model.transform import (TiledOps, crop_back, generated_specs, pad_to_multiple, polyphase, transform,
+                                             transform_polyphase)
 from metastyle_batch.model.vgg import STYLE_DIM
 
 
@@ -40,6 +41,21 @@ def test_tiled_equals_untiled():
     whole = transform(x, params, 8)
     tiled = transform(x, params, 8, ops=TiledOps(torch.device("cpu"), torch.float32, tile=24))
     assert (whole - tiled).abs().max() < 1e-4
+
+
+@torch.no_grad()
+def test_polyphase_form_equals_the_plain_network():
+    """Inference runs the rewritten network: it must give the trained network's outputs at any size, with one
+    network for the batch and with one per sample (G == B)."""
+    meta = _meta(1)
+    for groups, batch, h, w in [(1, 1, 16, 16), (1, 2, 36, 52), (3, 3, 40, 24), (1, 1, 120, 200)]:
+        params = meta.network(torch.relu(torch.randn(groups, meta.hidden_dim)) * 3)
+        x = torch.rand(batch, 3, h, w)
+        ref = transform(x, params, 8)
+        y = transform_polyphase(x, polyphase(params), 8)
+        assert y.shape == ref.shape
+        assert ref.std() > 0.05  # a network that does something, so equality means something
+        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
 
 
 def test_pad_and_crop_round_trip_any_size():

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from metastyle_batch.model.meta import MetaNet
-from metastyle_batch.model.transform import pad_to_multiple, transform
+from metastyle_batch.model.transform import crop_back, pad_to_multiple, transform
 
-pytest.importorskip("onnxruntime", reason="onnxruntime is optional (pip install metastyle-batch[onnx])")
+pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency, but a source checkout may lack it")
 
 from metastyle_batch.onnx_export import INPUT_NAME, OUTPUT_NAME, OrtNetwork, export_onnx  # noqa: E402
 
@@ -56,6 +56,22 @@ def test_onnx_graph_has_dynamic_axes_and_output_is_unclamped(generated):
     torch.testing.assert_close(OrtNetwork(blob, threads=1)(x), ref, atol=1e-4, rtol=1e-4)
 
 
+@torch.no_grad()
+def test_graph_is_valid_onnx_at_every_opset_the_cli_offers(generated):
+    onnx = pytest.importorskip("onnx")
+    from metastyle_batch.onnx_export import export_onnx_bytes
+
+    params, _ = generated
+    x = torch.rand(1, 3, 32, 36)
+    ref = transform(x, params, 8)
+    for opset in (13, 21):  # `metastyle-batch export --opset` accepts 13..21
+        blob = export_onnx_bytes(params, 8, opset)
+        model = onnx.load_from_string(blob)  # our hand-written protobuf, parsed by onnx itself
+        assert model.opset_import[0].version == opset
+        onnx.checker.check_model(model, full_check=True)
+        torch.testing.assert_close(OrtNetwork(blob, threads=1)(x), ref, atol=1e-4, rtol=1e-4)
+
+
 def test_export_rejects_several_networks_and_bad_sizes(generated):
     params, blob = generated
     two = {k: (torch.cat([v, v]) if v.dim() == 5 or (k.endswith(".bias") and v.dim() == 2) else v)
@@ -74,9 +90,29 @@ def test_sessions_share_one_arena_and_big_calls_hand_it_back(generated):
 
     params, blob = generated
     keep, shrink = OrtNetwork(blob, threads=1), OrtNetwork(blob, threads=1, keep_pixels=0)
-    assert onnx_export._shared_arena is True  # onnxruntime >= 1.17 (the onnx extra) supports it
+    assert onnx_export._shared_arena is True  # onnxruntime >= 1.17 (the pinned minimum) supports it
     for shape in [(1, 3, 64, 64), (1, 3, 32, 48), (2, 3, 64, 64)]:
         x = torch.rand(*shape)
         ref = transform(x, params, 8)
         torch.testing.assert_close(keep(x), ref, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(shrink(x), keep(x))
+
+
+@torch.no_grad()
+def test_stylizer_runs_big_images_in_onnxruntime_and_small_ones_in_pytorch():
+    """The product path picks ONNX Runtime by call size; either way the pixels are the trained network's."""
+    from metastyle_batch.engine import Stylizer
+    from metastyle_batch.onnx_export import OrtNetwork as Ort
+
+    stylizer = Stylizer(device="cpu", disk_cache=False)
+    torch.manual_seed(1)
+    params = stylizer.network(torch.relu(torch.randn(stylizer.meta.hidden_dim)))
+    side = int(Stylizer.ORT_MIN_PIXELS ** 0.5) + 3  # just above the threshold, and not a multiple of 4
+    for shape, uses_ort in [((1, 3, 64, 80), False), ((1, 3, side, side), True)]:
+        x = torch.rand(*shape)
+        y = stylizer.run(x, params)
+        assert isinstance(stylizer._prepare(params).ort, Ort) == uses_ort
+        padded, size = pad_to_multiple(x)
+        ref = crop_back(transform(padded, params, 8), size).clamp(0, 1)
+        assert y.shape == ref.shape
+        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
