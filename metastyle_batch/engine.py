@@ -174,8 +174,14 @@ class Stylizer:
         scale = self.style_size / min(x.shape[-2:])
         size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        vec = style_vector(self.vgg(x.clamp(0, 1), STYLE_LAYERS))
-        return StyleCode(self.meta.encode_features(vec)[0].float().cpu())
+        return StyleCode(self.encode_batch(x)[0].cpu())
+
+    @torch.no_grad()
+    def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) style images in [0, 1], already at the model's style size → (B, D) float32 hidden states
+        in one VGG pass; ``network`` of the result generates all B networks in one pass too."""
+        vec = style_vector(self.vgg(x.to(self.device).clamp(0, 1), STYLE_LAYERS))
+        return self.meta.encode_features(vec).float()
 
     def _code_file(self, key: str) -> Path:
         return cache_dir() / "codes" / f"{key}.safetensors"

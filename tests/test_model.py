@@ -91,3 +91,19 @@ def test_generated_biases_shift_channels_after_instance_norm():
     assert (transform(x, shifted, 8) - base).abs().mean() > 0.05
     tiled = transform(x, shifted, 8, ops=TiledOps(torch.device("cpu"), torch.float32, tile=8))
     torch.testing.assert_close(tiled, transform(x, shifted, 8), atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_encode_batch_matches_one_style_at_a_time(vgg16_path):
+    """Batched style encoding (benchmarks/gpu.py's styles/s) gives each style the code it gets alone."""
+    from conftest import make_rgb
+    from metastyle_batch.engine import Stylizer
+
+    st = Stylizer(device="cpu", disk_cache=False)
+    rgbs = [make_rgb(st.style_size, st.style_size, seed=s).astype("float32") / 255 for s in range(3)]
+    batch = st.encode_batch(torch.stack([torch.from_numpy(r).permute(2, 0, 1) for r in rgbs]))
+    assert batch.shape == (3, st.meta.hidden_dim)
+    for rgb, hidden in zip(rgbs, batch):
+        torch.testing.assert_close(st.encode_array(rgb).hidden, hidden, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(batch[0], batch[1])
+    assert len(st.network(batch)["down1.weight"]) == 3  # and B networks in one pass
