@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metastyle_batch import memory  # noqa: E402
 from metastyle_batch.model.meta import MetaNet  # noqa: E402
-from metastyle_batch.model.transform import Params, polyphase, transform, transform_polyphase  # noqa: E402
+from metastyle_batch.model.transform import (Params, polyphase, single_network, transform,  # noqa: E402
+                                             transform_polyphase)
 from metastyle_batch.model.vgg import STYLE_LAYERS, style_vector  # noqa: E402
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
@@ -44,12 +45,6 @@ Backend = Callable[[torch.Tensor], torch.Tensor]
 
 def _now() -> float:
     return time.perf_counter()
-
-
-def squeeze_params(params: Params) -> Params:
-    """G == 1 generated params → plain conv weights (O, I, k, k) / (O,)."""
-    return {k: (v[0] if (v.dim() == 5 or (k.endswith(".bias") and v.dim() == 2)) else v).contiguous()
-            for k, v in params.items()}
 
 
 def plain_onnx(params: Params, base: int) -> bytes:
@@ -78,13 +73,13 @@ def make_backends(params: Params, base: int, args) -> tuple[dict[str, Backend], 
     backends["eager"] = lambda x: transform(x, params, base)
 
     cl = {k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v)
-          for k, v in squeeze_params(params).items()}
+          for k, v in single_network(params).items()}
     backends["channels_last"] = lambda x: transform(x.contiguous(memory_format=torch.channels_last), cl, base)
     poly = polyphase(params)
     backends["polyphase"] = lambda x: transform_polyphase(x, poly, base)
 
     if not args.no_compile:
-        flat = squeeze_params(params)
+        flat = single_network(params)
         if args.compile_dynamic:  # params as inputs and symbolic sizes: no recompile per style or (most) sizes
             compiled = torch.compile(transform, dynamic=True)
             backends["compile"] = lambda x: compiled(x, flat, base)
@@ -103,7 +98,7 @@ def make_backends(params: Params, base: int, args) -> tuple[dict[str, Backend], 
             t1 = _now()
             backends["ort"] = OrtNetwork(blob, threads=args.threads)
             t2 = _now()
-            backends["ort_plain"] = OrtNetwork(plain_onnx(squeeze_params(params), base), threads=args.threads)
+            backends["ort_plain"] = OrtNetwork(plain_onnx(single_network(params), base), threads=args.threads)
             notes["ort"] = (f"export {1e3 * (t1 - t0):.0f} ms + session {1e3 * (t2 - t1):.0f} ms, "
                             f"{len(blob) / 1e3:.0f} kB graph")
         except ImportError as e:

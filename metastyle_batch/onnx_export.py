@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .memory import KEEP_PIXELS
-from .model.transform import Params, polyphase
+from .model.transform import Params, polyphase, single_network
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
@@ -99,23 +99,11 @@ class _Graph:
         return _msg((1, ir), (2, "metastyle-batch"), (7, graph), (8, _msg((2, opset))))
 
 
-def _one_network(params: Params) -> Params:
-    """Drop the leading group dim of generated weights (G must be 1)."""
-    flat = {}
-    for name, value in params.items():
-        if (name.endswith(".weight") and value.dim() == 5) or (name.endswith(".bias") and value.dim() == 2):
-            if value.shape[0] != 1:
-                raise ValueError(f"export_onnx exports one network, but {name} holds {value.shape[0]} (G != 1)")
-            value = value[0]
-        flat[name] = value
-    return flat
-
-
 def export_onnx_bytes(params: Params, base: int, opset: int = 17) -> bytes:
     """The generated network ``params`` (G == 1) as a serialized ONNX model, built node by node from its
     polyphase form (mirroring :func:`~metastyle_batch.model.transform.transform_polyphase` op for op): no
     tracing, so it takes milliseconds, and batch, height and width are dynamic by construction."""
-    pp = _one_network(polyphase(params))
+    pp = single_network(polyphase(params))
     g = _Graph()
 
     def pad(h: str, top_left: int, bottom_right: int, mode: str) -> str:

@@ -54,6 +54,18 @@ def generated_specs(base: int = 8) -> list[ConvSpec]:
 Params = dict[str, torch.Tensor]  # "<layer>.weight" (G, O, I, k, k) / (O, I, k, k); "<layer>.bias" (G, O) / (O,)
 
 
+def single_network(params: Params) -> Params:
+    """Generated weights without their leading group dim, for code that takes one plain network (G must be 1)."""
+    flat = {}
+    for name, value in params.items():
+        if (name.endswith(".weight") and value.dim() == 5) or (name.endswith(".bias") and value.dim() == 2):
+            if value.shape[0] != 1:
+                raise ValueError(f"one network is needed, but {name} holds {value.shape[0]} (G != 1)")
+            value = value[0]
+        flat[name] = value
+    return flat
+
+
 class DirectOps:
     """Runs every layer on the whole tensor at once."""
 
