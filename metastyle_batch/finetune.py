@@ -51,6 +51,7 @@ def training_config(info: dict) -> dict:
     from .train.loop import TrainConfig
 
     cfg = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    cfg["style_norm"] = False  # models trained before the normalised style loss have no such key
     cfg.update({k: v for k, v in (info.get("config") or {}).items() if k in cfg or k in ("content_dir", "style_dir")})
     return cfg
 
@@ -64,10 +65,11 @@ def _style_tensor(rgb: np.ndarray, size: int, device) -> torch.Tensor:
     return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=scale < 1).clamp(0, 1)
 
 
-def finetune(stylizer, style, content_dir: str | os.PathLike, steps: int = 500, *, lr: float = 1e-3,
+def finetune(stylizer, style, content_dir: str | os.PathLike | list[torch.Tensor], steps: int = 500, *, lr: float = 1e-3,
              batch: int | None = None, crop: int | None = None, seed: int = 0, val_batch: int = 4,
              progress: Callable[[int, int, float], None] | None = None) -> FinetuneResult:
-    """Fine-tune the network generated for ``style`` (path, bytes, RGB array or StyleCode) on ``content_dir``.
+    """Fine-tune the network generated for ``style`` (path, bytes, RGB array or StyleCode) on ``content_dir``
+    (a folder, or uint8 (3, H, W) images: ``image --refine`` trains on the photos it is about to stylize).
 
     Losses: the model's training losses (content layer and weights from its config). ``loss_before`` and
     ``loss_after`` are measured on the same fixed, seeded validation crops. ``progress(step, steps, loss)``.
@@ -75,7 +77,8 @@ def finetune(stylizer, style, content_dir: str | os.PathLike, steps: int = 500, 
     from .images import read_image
     from .model.meta import StyleCode
     from .train import data
-    from .train.losses import perceptual_losses, style_targets
+    from .metrics import lab_points
+    from .train.losses import PALETTE_SIZE, Objective, style_targets
 
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -83,10 +86,10 @@ def finetune(stylizer, style, content_dir: str | os.PathLike, steps: int = 500, 
     batch = int(batch or cfg["batch"])
     crop = int(crop or cfg["crop"])
     layer = cfg["content_layer"]
-    wc, ws, wtv = float(cfg["content_weight"]), float(cfg["style_weight"]), float(cfg["tv_weight"])
+    objective = Objective.from_config(cfg, stylizer.meta.feat_std)
     device = stylizer.device
 
-    contents = data.load_folder(content_dir)  # FileNotFoundError when it holds no images
+    contents = content_dir if isinstance(content_dir, list) else data.load_folder(content_dir)  # FileNotFoundError
     if not contents:
         raise FileNotFoundError(f"{content_dir}: no readable images")
     code = style if isinstance(style, StyleCode) else stylizer.encode(style)
@@ -98,7 +101,9 @@ def finetune(stylizer, style, content_dir: str | os.PathLike, steps: int = 500, 
     else:
         rgb = read_image(style if isinstance(style, bytes) else Path(style)).frames[0]
     with torch.no_grad():
-        targets = style_targets(vgg(_style_tensor(rgb, stylizer.style_size, device), STYLE_LAYERS))
+        style_img = _style_tensor(rgb, stylizer.style_size, device)
+        targets = style_targets(vgg(style_img, STYLE_LAYERS))
+        style_lab = lab_points(style_img, PALETTE_SIZE)
 
     params = {k: v.detach().to(device, torch.float32).clone().requires_grad_(True)
               for k, v in stylizer.network(code).items()}
@@ -107,9 +112,9 @@ def finetune(stylizer, style, content_dir: str | os.PathLike, steps: int = 500, 
     def losses(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         with torch.no_grad():
             content_feat = vgg(x, (layer,))[layer]
-        lc, ls, ltv = perceptual_losses(vgg, transform(x, params, base), content_feat, targets, layer)
-        total = wc * lc + ws * ls + wtv * ltv
-        return total, {"total": total.item(), "content": lc.item(), "style": ls.item(), "tv": ltv.item()}
+        total, terms = objective(vgg, transform(x, params, base), x, content_feat, targets,
+                                 style_lab.expand(len(x), -1, -1), torch.Generator().manual_seed(seed))
+        return total, {"total": total.item(), **{k: v.item() for k, v in terms.items()}}
 
     val = data.sample_batch(contents, val_batch, crop, data.generator(seed, 5)).to(device)
     with torch.no_grad():
@@ -129,8 +134,8 @@ def finetune(stylizer, style, content_dir: str | os.PathLike, steps: int = 500, 
     with torch.no_grad():
         _, after = losses(val)
     out = {k: v.detach() for k, v in params.items()}
-    used = {"content_layer": layer, "content_weight": wc, "style_weight": ws, "tv_weight": wtv, "crop": crop,
-            "batch": batch, "lr": lr, "seed": seed}
+    used = {k: cfg[k] for k in ("content_layer", "content_weight", "style_norm", "style_weight", "tv_weight",
+                                 "palette_weight", "tone_weight")} | {"crop": crop, "batch": batch, "lr": lr, "seed": seed}
     return FinetuneResult(out, before, after, steps, time.time() - t0, used)
 
 
@@ -147,7 +152,10 @@ def _check_params(params: Params, base: int) -> None:
             raise ValueError(f"{spec.name}.weight has shape {tuple(w.shape)}, expected {shape} (one network)")
         if b.shape[-1] != spec.cout or b.numel() != spec.cout:
             raise ValueError(f"{spec.name}.bias has shape {tuple(b.shape)}, expected ({spec.cout},)")
-    extra = set(params) - {f"{s.name}.{p}" for s in layer_specs(base) for p in ("weight", "bias")}
+        gain = params.get(f"{spec.name}.gain")
+        if gain is not None and gain.numel() != spec.cout:
+            raise ValueError(f"{spec.name}.gain has shape {tuple(gain.shape)}, expected ({spec.cout},)")
+    extra = set(params) - {f"{s.name}.{p}" for s in layer_specs(base) for p in ("weight", "bias", "gain")}
     if extra:
         raise ValueError(f"unexpected tensors {sorted(extra)[:3]}")
 

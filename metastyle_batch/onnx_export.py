@@ -116,16 +116,19 @@ def export_onnx_bytes(params: Params, base: int, opset: int = 17) -> bytes:
         return g.op("Conv", *inputs, strides=[stride, stride], kernel_shape=list(w.shape[-2:]))
 
     def norm(h: str, name: str, relu: bool = True, phases: bool = False) -> str:
-        """instance norm, the generated bias (a per-style shift), ReLU. ``phases``: ``h`` holds the 4 phases of
-        each channel of a full-res map, normalised together as one instance (``F.group_norm`` in PyTorch)."""
+        """instance norm, the generated gain and bias (a per-style scale and shift), ReLU. ``phases``: ``h``
+        holds the 4 phases of each channel of a full-res map, normalised together as one instance
+        (``F.group_norm`` in PyTorch; those layers are not generated and have no gain)."""
         bias = pp[f"{name}.bias"]
-        c = base if phases else bias.numel()
-        x = g.op("Reshape", h, g.const(np.array([0, c, -1], np.int64))) if phases else h
-        x = g.op("InstanceNormalization", x, g.const(np.ones(c, np.float32)), g.const(np.zeros(c, np.float32)),
-                 epsilon=1e-5)
         if phases:
-            x = g.op("Reshape", x, g.op("Shape", h))
-        x = g.op("Add", x, g.const(bias.reshape(1, -1, 1, 1)))
+            x = g.op("Reshape", h, g.const(np.array([0, base, -1], np.int64)))
+            x = g.op("InstanceNormalization", x, g.const(np.ones(base, np.float32)),
+                     g.const(np.zeros(base, np.float32)), epsilon=1e-5)
+            x = g.op("Add", g.op("Reshape", x, g.op("Shape", h)), g.const(bias.reshape(1, -1, 1, 1)))
+        else:
+            gain = pp.get(f"{name}.gain")
+            gain = np.ones(bias.numel(), np.float32) if gain is None else gain.reshape(-1)
+            x = g.op("InstanceNormalization", h, g.const(gain), g.const(bias.reshape(-1)), epsilon=1e-5)
         return g.op("Relu", x) if relu else x
 
     h = norm(conv(pad(INPUT_NAME, 4, 4, "reflect"), "conv_in", 2), "conv_in", phases=True)

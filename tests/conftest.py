@@ -61,17 +61,25 @@ def vgg16_path() -> Path:
     return SHARED_VGG
 
 
+def random_meta(seed: int = 0):
+    """A randomly initialised base-8 MetaNet whose generated gains are not all 1 (a fresh one starts at 1)."""
+    from metastyle_batch.model.meta import MetaNet
+
+    with torch.random.fork_rng(devices=[]):  # do not disturb the global RNG other tests may rely on
+        torch.manual_seed(seed)
+        meta = MetaNet(8)
+        for head in meta.gains:
+            torch.nn.init.normal_(head.weight, std=0.5)
+    return meta.eval()
+
+
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised base-8 model (seed 0, style size 64); the trained model will replace it later."""
     from metastyle_batch.model.io import save_model
-    from metastyle_batch.model.meta import MetaNet
 
     path = tmp_path_factory.mktemp("model") / "metastyle-test-base8.safetensors"
-    with torch.random.fork_rng(devices=[]):  # do not disturb the global RNG other tests may rely on
-        torch.manual_seed(0)
-        meta = MetaNet(8)
-    save_model(meta, path, {"style_size": 64, "steps": 0})
+    save_model(random_meta(0), path, {"style_size": 64, "steps": 0})
     return path
 
 

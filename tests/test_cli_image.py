@@ -538,3 +538,24 @@ def test_net_from_finetune_stylizes_like_its_style(tmp_path, content_image, styl
     assert np.abs(pa - pb).max() <= 1
     both = runner.invoke(app, ["image", str(content_image), "--net", str(net), "--style", str(style_image)])
     assert both.exit_code == 2 and "either --style" in both.output
+
+
+def test_refine_fine_tunes_on_the_inputs_then_stylizes_them_all(tmp_path: Path, style_image: Path,
+                                                                  style_image2: Path) -> None:
+    for i in range(2):
+        save_rgb(tmp_path / "in" / f"p{i}.png", 60, 44, seed=30 + i)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    plain = runner.invoke(app, ["image", str(tmp_path / "in"), "-s", str(style_image), "-o", str(tmp_path / "a") + "/"])
+    refined = runner.invoke(app, ["image", str(tmp_path / "in"), "-s", str(style_image), "--refine", "3",
+                                  "-o", str(tmp_path / "b") + "/"])
+    assert plain.exit_code == refined.exit_code == 1  # the broken file is reported, the others are written
+    assert "refined 3 steps: loss" in refined.output and "broken.png" in refined.output
+    for i in range(2):
+        a = np.asarray(Image.open(tmp_path / "a" / f"p{i}.png"), dtype=np.float32)
+        b = np.asarray(Image.open(tmp_path / "b" / f"p{i}.png"), dtype=np.float32)
+        assert a.shape == b.shape == (60, 44, 3)
+        assert np.abs(a - b).mean() > 0.1  # three Adam steps on the network change its pixels
+    two = runner.invoke(app, ["image", str(tmp_path / "in"), "-s", str(style_image), "-s", str(style_image2),
+                              "--refine", "3", "-o", str(tmp_path / "c") + "/"])
+    assert two.exit_code == 2 and "--refine needs exactly one --style" in two.output
+    assert not (tmp_path / "c").exists()

@@ -26,7 +26,7 @@ def test_evaluate_cli_writes_table_csv_and_grid(tmp_path, vgg16_path):
     result = CliRunner().invoke(app, ["evaluate", "--content", str(content), "--style", str(style), "-o", str(out),
                                       "--size", "32", "--n-content", "2", "--gatys-steps", "60", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "gatys200" in result.output and "results.csv" in result.output
+    assert "gatys200" in result.output and "results.csv" in result.output and "palette" in result.output
     rows = list(csv.DictReader(open(out / "results.csv")))
     pairs = {(r["content"], r["style"]) for r in rows}
     assert pairs == {(c, s) for c in ("c0.png", "c1.png") for s in ("s0.png", "s1.png")}  # evenly spaced: c0, c1
@@ -47,3 +47,23 @@ def test_peers_are_measured_with_the_same_losses(tmp_path, vgg16_path):
     means = summarize(rows)
     assert list(means) == list(METHODS) + ["identity"]
     assert means["identity"] == means["content"]  # a peer that returns the photo scores exactly like the photo
+    assert means["content"]["tone"] > 0.999 and means["content"]["palette"] > 0
+    assert set(means["ours"]) == {"content_loss", "style_loss", "palette", "tone", "retrieval"}
+
+
+def test_quick_look_without_gatys(tmp_path, vgg16_path):
+    content, style = _folders(tmp_path)
+    rows = evaluate(Stylizer(device="cpu", disk_cache=False), content, style, tmp_path / "e", size=32, n_content=2,
+                    gatys_steps=0, peers={"the style itself": lambda c, style_file: _as_tensor(style_file, 32)})
+    means = summarize(rows)
+    assert list(means) == ["content", "ours", "the style itself"]
+    # the style image itself is the best possible palette and texture, and keeps nothing of the photo's tone
+    assert means["the style itself"]["palette"] < min(means["content"]["palette"], 1.0)
+    assert means["the style itself"]["retrieval"] == 1.0
+    assert means["the style itself"]["tone"] < 0.9
+
+
+def _as_tensor(path: Path, size: int):
+    from metastyle_batch.train.evaluate import _load
+
+    return _load(path, size)

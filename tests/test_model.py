@@ -2,6 +2,7 @@
 
 import torch
 
+from conftest import random_meta
 from metastyle_batch.model.meta import MetaNet, StyleCode, mix
 from metastyle_batch.model.transform import (TiledOps, crop_back, generated_specs, pad_to_multiple, polyphase, transform,
                                              transform_polyphase)
@@ -10,7 +11,7 @@ from metastyle_batch.model.vgg import STYLE_DIM
 
 def _meta(seed=0):
     torch.manual_seed(seed)
-    return MetaNet(8).eval()
+    return random_meta(seed)
 
 
 def test_base8_is_the_papers_small_network():
@@ -107,3 +108,19 @@ def test_encode_batch_matches_one_style_at_a_time(vgg16_path):
         torch.testing.assert_close(st.encode_array(rgb).hidden, hidden, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(batch[0], batch[1])
     assert len(st.network(batch)["down1.weight"]) == 3  # and B networks in one pass
+
+
+@torch.no_grad()
+def test_generated_gains_scale_channels_and_start_at_one():
+    """A gain multiplies a normalised channel (the conv weights cannot: the norm divides their scale away); a
+    fresh meta network's gains are exactly 1, so a model without gain heads (format 2) loads as itself."""
+    hidden = torch.relu(torch.randn(MetaNet(8).hidden_dim))
+    fresh = MetaNet(8).eval().network(hidden)
+    assert all(torch.equal(v, torch.ones_like(v)) for k, v in fresh.items() if k.endswith(".gain"))
+    params = _meta().network(hidden)
+    assert params["up2.gain"].std() > 0.01
+    x = torch.rand(1, 3, 32, 32)
+    ungained = {k: v for k, v in params.items() if not k.endswith(".gain")}
+    assert (transform(x, params, 8) - transform(x, ungained, 8)).abs().mean() > 0.01
+    doubled = dict(params, **{"res5b.gain": params["res5b.gain"] * 2})
+    assert (transform(x, doubled, 8) - transform(x, params, 8)).abs().mean() > 0.01

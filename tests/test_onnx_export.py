@@ -5,7 +5,7 @@ import io
 import pytest
 import torch
 
-from metastyle_batch.model.meta import MetaNet
+from conftest import random_meta
 from metastyle_batch.model.transform import crop_back, pad_to_multiple, transform
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency, but a source checkout may lack it")
@@ -15,9 +15,9 @@ from metastyle_batch.onnx_export import INPUT_NAME, OUTPUT_NAME, OrtNetwork, exp
 
 @pytest.fixture(scope="module")
 def generated():
+    meta = random_meta(3)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
-        meta = MetaNet(8).eval()
         hidden = torch.relu(torch.randn(meta.hidden_dim))
     with torch.no_grad():
         params = meta.network(hidden)  # G == 1: generated weights carry the group dim

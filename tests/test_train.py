@@ -176,3 +176,24 @@ def test_init_starts_from_a_trained_model(dataset, tmp_path, vgg):
     assert torch.equal(a["feat_mean"], c["feat_mean"]) and not torch.equal(a["heads.0.weight"], c["heads.0.weight"])
     with pytest.raises(ValueError, match="base-8 model"):
         train(_cfg(dataset, tmp_path / "bad", steps=1, base=16, init=str(start)), progress=False, vgg=vgg)
+
+
+def test_style_bank_holds_every_style_and_is_reused(dataset, tmp_path, vgg):
+    """The bank is built once per run folder (same crops for any seed) and gives the meta network's inputs;
+    palette and tone terms train and are logged."""
+    from metastyle_batch.train.bank import StyleBank
+
+    cfg = _cfg(dataset, tmp_path / "a", steps=2, style_bank=2, palette_weight=10.0, tone_weight=1.0,
+               styles_per_step=2, style_every=1)
+    meta = train(cfg, progress=False, vgg=vgg)
+    bank = StyleBank.load(tmp_path / "a" / "style_bank.pt")
+    assert bank.vectors.shape == (3 * 2, 1920) and bank.lab.shape == (6, 32 * 32, 3)
+    torch.testing.assert_close(meta.feat_mean, bank.vectors.mean(0))  # inputs standardised by the bank
+    rows = list(csv.DictReader(open(tmp_path / "a" / "log.csv")))
+    assert all(float(r["palette"]) > 0 and 0 <= float(r["tone"]) <= 2 for r in rows)
+    stamp = (tmp_path / "a" / "style_bank.pt").stat().st_mtime_ns
+    train(_cfg(dataset, tmp_path / "a", steps=4, style_bank=2, seed=5), resume=True, progress=False, vgg=vgg)
+    assert (tmp_path / "a" / "style_bank.pt").stat().st_mtime_ns == stamp
+    other = tmp_path / "b"
+    train(_cfg(dataset, other, steps=1, style_bank=2, seed=9), progress=False, vgg=vgg)
+    assert torch.equal(StyleBank.load(other / "style_bank.pt").vectors, bank.vectors)  # the seed orders, not crops

@@ -35,6 +35,10 @@ def train(
     content_weight: float = typer.Option(_D["content_weight"]),
     style_weight: float = typer.Option(_D["style_weight"]),
     tv_weight: float = typer.Option(_D["tv_weight"]),
+    style_norm: bool = typer.Option(_D["style_norm"], "--style-norm/--raw-style-loss", help="Divide each style statistic by its spread over the training styles and weight the four layers equally (the raw loss lets relu4_3 drown out the colours)."),
+    palette_weight: float = typer.Option(_D["palette_weight"], help="Weight of the palette loss: sliced Wasserstein distance of the output's Lab colours to the style's."),
+    tone_weight: float = typer.Option(_D["tone_weight"], help="Weight of the tone loss: 1 - correlation of the output's coarse luminance with the photo's."),
+    style_bank: int = typer.Option(_D["style_bank"], help="Precompute style targets for N random crops of every style once (0: a fresh crop and VGG pass every step)."),
     seed: int = typer.Option(_D["seed"]),
     ckpt_every: int = typer.Option(_D["ckpt_every"], help="Checkpoint every N steps."),
     sample_every: int = typer.Option(_D["sample_every"], help="Write a sample grid every N steps."),
@@ -61,6 +65,7 @@ def train(
         content_dir=str(content_dir), style_dir=str(style_dir), out_dir=str(out), base=base, steps=steps, crop=crop,
         batch=batch, style_every=style_every, styles_per_step=styles_per_step, lr=lr, lr_decay_steps=lr_decay_steps,
         content_layer=content_layer, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        style_norm=style_norm, palette_weight=palette_weight, tone_weight=tone_weight, style_bank=style_bank,
         seed=seed, ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device,
         bf16=bf16, init=str(init) if init else None)
     try:
@@ -78,32 +83,47 @@ def evaluate(
     size: int = typer.Option(256, help="Square evaluation size."),
     n_content: Optional[int] = typer.Option(None, help="Use N content images, evenly spaced over the sorted folder."),
     n_style: Optional[int] = typer.Option(None, help="Use N style images, evenly spaced over the sorted folder."),
-    gatys_steps: int = typer.Option(200, help="Gatys optimisation steps (losses also reported at 50)."),
+    gatys_steps: int = typer.Option(200, help="Gatys optimisation steps (also reported at 50); 0 skips Gatys."),
     device: str = typer.Option("auto"),
 ) -> None:
-    """Compare our output with Gatys optimisation (50 and 200 steps) and the content image, by VGG-16 losses.
+    """Compare our output with Gatys optimisation and the content image: VGG-16 losses, palette, tone, retrieval.
+
+    palette: sliced Wasserstein distance of the output's Lab colours to the style's (lower is better); tone:
+    correlation of its coarse luminance with the photo's (higher); retrieval: fraction of outputs whose nearest
+    style by VGG Gram matrices is their own (higher).
 
     Example: metastyle-batch evaluate --content eval/content --style eval/style --n-content 4 --n-style 4
     """
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from ..engine import Stylizer
+    from ..model.io import ModelError
     from ..train.evaluate import evaluate as run, summarize
 
-    stylizer = Stylizer(model, device=device)
+    try:
+        stylizer = Stylizer(model, device=device)
+    except (ModelError, ValueError) as e:
+        typer.echo(f"Error: {e}", err=True)
+        raise typer.Exit(2)
     cfg = stylizer.info.get("config", {})
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("evaluating pairs", total=None)
         rows = run(stylizer, content_dir, style_dir, out, size=size, n_content=n_content, n_style=n_style,
                    gatys_steps=gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"),
-                   style_weight=cfg.get("style_weight", 50.0),
                    progress=lambda i, n: bar.update(task, completed=i, total=n))
-    table = Table(title=f"mean VGG-16 losses over {len({(r.content, r.style) for r in rows})} pairs at {size}²")
-    for col in ("method", "content loss", "style loss"):
-        table.add_column(col)
-    for method, (lc, ls) in summarize(rows).items():
-        table.add_row(method, f"{lc:.3f}", f"{ls:.3f}")
-    Console().print(table)
+    Console().print(summary_table(summarize(rows), f"{len({(r.content, r.style) for r in rows})} pairs at {size}²"))
     typer.echo(f"wrote {out / 'results.csv'} and {out / 'grid.png'}")
+
+
+def summary_table(means: dict[str, dict[str, float]], title: str):
+    """The evaluation means as a rich table (also printed by benchmarks/peers.py)."""
+    from rich.table import Table
+
+    table = Table(title=f"mean over {title}")
+    for col in ("method", "content loss ↓", "style loss ↓", "palette ↓", "tone ↑", "retrieval ↑"):
+        table.add_column(col)
+    for method, m in means.items():
+        table.add_row(method, f"{m['content_loss']:.3f}", f"{m['style_loss']:.3f}", f"{m['palette']:.2f}",
+                      f"{m['tone']:.3f}", f"{m['retrieval']:.2f}")
+    return table

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from ..paths import sha256_file
 from .meta import MetaNet
 
-FORMAT = "metastyle-batch/metanet-2"  # 2: conv biases act after instance norm (see model.transform)
+FORMAT = "metastyle-batch/metanet-3"  # 2: conv biases act after instance norm (see model.transform); 3: gains
+FORMAT_2 = "metastyle-batch/metanet-2"  # still read: without gain heads, i.e. every gain 1
 
 
 class ModelError(RuntimeError):
@@ -48,7 +49,7 @@ def read_info(path: str | Path) -> dict:
         raise ModelError(f"{path}: damaged model metadata") from None
     if info.get("format") == "metastyle-batch/metanet":
         raise ModelError(f"{path}: made by metastyle-batch 0.1 before biases moved after instance norm; retrain it")
-    if info.get("format") != FORMAT:
+    if info.get("format") not in (FORMAT, FORMAT_2):
         raise ModelError(f"{path}: unknown model format {info.get('format')!r}")
     return info
 
@@ -69,6 +70,8 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[MetaNet, dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             state = {key: f.get_tensor(key).float() for key in f.keys()}
+        if info["format"] == FORMAT_2:
+            state.update({k: v for k, v in meta.state_dict().items() if k.startswith("gains.")})
         meta.load_state_dict(state, strict=True)
     except Exception as e:  # truncated data, wrong shapes, missing keys
         first = (str(e).splitlines() or [type(e).__name__])[0]

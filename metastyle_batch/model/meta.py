@@ -14,6 +14,9 @@ HIDDEN_PER_LAYER = 128
 # Generated biases shift instance-normalised channels directly (no norm makes them scale-free, unlike the conv
 # weights), and each one sums 128 hidden units: unscaled, Adam moves them ~100x faster than a plain bias.
 BIAS_SCALE = 0.02
+# Generated gains scale instance-normalised channels (conditional instance norm's gamma): the conv weights cannot,
+# since the norm divides their scale away, so without a gain a style had no way to set its own contrast.
+GAIN_SCALE = 0.02
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ def mix(codes: list[StyleCode], weights: list[float] | None = None) -> StyleCode
 
 
 class MetaNet(nn.Module):
-    """Linear(1920, 128·L) + ReLU, then one Linear(128, n_params) head per generated layer.
+    """Linear(1920, 128·L) + ReLU, then per generated layer one Linear(128, n_params) head (conv weight and
+    bias) and one Linear(128, cout) gain head.
 
     Also owns the two 9x9 convs that are trained directly rather than generated, and the per-dimension mean and
     std of the training styles' statistics: raw VGG statistics share a large common offset, and standardising
@@ -66,6 +70,10 @@ class MetaNet(nn.Module):
         self.register_buffer("feat_std", torch.ones(STYLE_DIM))
         self.hidden = nn.Linear(STYLE_DIM, HIDDEN_PER_LAYER * len(self.specs))
         self.heads = nn.ModuleList(nn.Linear(HIDDEN_PER_LAYER, s.n_params) for s in self.specs)
+        self.gains = nn.ModuleList(nn.Linear(HIDDEN_PER_LAYER, s.cout) for s in self.specs)
+        for g in self.gains:  # start at gain 1: a model of format 2 (no gains) loads as exactly itself
+            nn.init.zeros_(g.weight)
+            nn.init.zeros_(g.bias)
         fixed = {s.name: s for s in layer_specs(base) if not s.generated}
         self.conv_in = nn.Conv2d(3, base, fixed["conv_in"].k)
         self.conv_out = nn.Conv2d(base, 3, fixed["conv_out"].k)
@@ -93,9 +101,10 @@ class MetaNet(nn.Module):
             "conv_out.weight": self.conv_out.weight, "conv_out.bias": self.conv_out.bias,
         }
         chunks = hidden.split(HIDDEN_PER_LAYER, dim=1)
-        for spec, head, h in zip(self.specs, self.heads, chunks):
+        for spec, head, gain, h in zip(self.specs, self.heads, self.gains, chunks):
             flat = head(h)
             n_w = spec.cout * spec.cin * spec.k * spec.k
             params[f"{spec.name}.weight"] = flat[:, :n_w].reshape(-1, spec.cout, spec.cin, spec.k, spec.k)
             params[f"{spec.name}.bias"] = flat[:, n_w:] * BIAS_SCALE
+            params[f"{spec.name}.gain"] = 1 + gain(h) * GAIN_SCALE
         return params

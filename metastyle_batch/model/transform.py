@@ -51,14 +51,15 @@ def generated_specs(base: int = 8) -> list[ConvSpec]:
     return [s for s in layer_specs(base) if s.generated]
 
 
-Params = dict[str, torch.Tensor]  # "<layer>.weight" (G, O, I, k, k) / (O, I, k, k); "<layer>.bias" (G, O) / (O,)
+# "<layer>.weight" (G, O, I, k, k) / (O, I, k, k); "<layer>.bias" and the optional "<layer>.gain" (G, O) / (O,)
+Params = dict[str, torch.Tensor]
 
 
 def single_network(params: Params) -> Params:
     """Generated weights without their leading group dim, for code that takes one plain network (G must be 1)."""
     flat = {}
     for name, value in params.items():
-        if (name.endswith(".weight") and value.dim() == 5) or (name.endswith(".bias") and value.dim() == 2):
+        if (name.endswith(".weight") and value.dim() == 5) or (name.endswith((".bias", ".gain")) and value.dim() == 2):
             if value.shape[0] != 1:
                 raise ValueError(f"one network is needed, but {name} holds {value.shape[0]} (G != 1)")
             value = value[0]
@@ -77,8 +78,9 @@ class DirectOps:
         return _conv(x, w, b, spec.stride)
 
     @staticmethod
-    def norm(x: torch.Tensor, shift: torch.Tensor, relu: bool) -> torch.Tensor:
-        x = F.instance_norm(x) + _channels(shift)
+    def norm(x: torch.Tensor, shift: torch.Tensor, relu: bool, gain: torch.Tensor | None = None) -> torch.Tensor:
+        x = F.instance_norm(x)
+        x = x + _channels(shift) if gain is None else torch.addcmul(_channels(shift), x, _channels(gain))
         return F.relu(x) if relu else x
 
 
@@ -131,9 +133,12 @@ class TiledOps:
                 out[:, :, y0:y1, x0:x1] = _conv(patch, w, b, s).to(self.store, torch.float32)
         return out
 
-    def norm(self, x: torch.Tensor, shift: torch.Tensor, relu: bool) -> torch.Tensor:
+    def norm(self, x: torch.Tensor, shift: torch.Tensor, relu: bool, gain: torch.Tensor | None = None) -> torch.Tensor:
         var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-        x.sub_(mean).div_((var + 1e-5).sqrt()).add_(_channels(shift).to(x))
+        x.sub_(mean).div_((var + 1e-5).sqrt())
+        if gain is not None:
+            x.mul_(_channels(gain).to(x))
+        x.add_(_channels(shift).to(x))
         return x.clamp_(min=0) if relu else x
 
 
@@ -145,7 +150,7 @@ def transform(x: torch.Tensor, params: Params, base: int = 8, ops=DirectOps) -> 
         w, b = params[f"{name}.weight"], params[f"{name}.bias"]
         if not norm:
             return ops.conv(h, w, b, specs[name])
-        return ops.norm(ops.conv(h, w, None, specs[name]), b, relu)
+        return ops.norm(ops.conv(h, w, None, specs[name]), b, relu, params.get(f"{name}.gain"))
 
     h = layer(x, "conv_in")
     h = layer(h, "down1")
@@ -218,7 +223,7 @@ def transform_polyphase(x: torch.Tensor, pp: Params, base: int = 8) -> torch.Ten
     specs = {s.name: s for s in layer_specs(base)}
 
     def norm(h: torch.Tensor, name: str, relu: bool = True) -> torch.Tensor:
-        return DirectOps.norm(h, pp[f"{name}.bias"], relu)
+        return DirectOps.norm(h, pp[f"{name}.bias"], relu, pp.get(f"{name}.gain"))
 
     def layer(h: torch.Tensor, name: str, relu: bool = True) -> torch.Tensor:
         return norm(DirectOps.conv(h, pp[f"{name}.weight"], None, specs[name]), name, relu)

@@ -1,4 +1,4 @@
-"""Measure a model against Gatys optimisation on a content × style set, with the training losses."""
+"""Measure a model against Gatys optimisation and peers on a content × style set: VGG losses and look metrics."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from ..model.vgg import STYLE_LAYERS
 from .data import list_images
 from .gatys import optimize
 from .losses import content_loss, style_loss, style_targets
+from ..metrics import gram_signature, palette_distance, retrieval_hits, tone_correlation
 
 METHODS = ("content", "ours", "gatys50", "gatys200")
+COLUMNS = ("content_loss", "style_loss", "palette", "tone", "retrieval")
 Peer = Callable[[torch.Tensor, Path], torch.Tensor]  # (content (1, 3, S, S) in [0, 1], style file) → same-size image
 
 
@@ -30,6 +32,9 @@ class Row:
     method: str
     content_loss: float
     style_loss: float
+    palette: float = 0.0  # sliced Wasserstein distance of Lab colours to the style's (lower: its palette)
+    tone: float = 0.0  # correlation of 24x24 luminance with the photo's (higher: its light and dark layout)
+    retrieval: float = 0.0  # 1 when the nearest eval style by VGG Gram matrices is this pair's style
 
 
 def _load(path: Path, size: int) -> torch.Tensor:
@@ -51,62 +56,63 @@ def _spread(files: list[Path], n: int | None) -> list[Path]:
 
 def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path, out_dir: str | Path, *,
              size: int = 256, n_content: int | None = None, n_style: int | None = None, gatys_steps: int = 200,
-             content_layer: str = "relu2_2", style_weight: float = 50.0, progress=None,
+             content_layer: str = "relu2_2", style_weight: float = 15.0, progress=None,
              peers: dict[str, Peer] | None = None) -> list[Row]:
-    """Losses of the content image, our output, Gatys@50/@N and any ``peers`` for each pair.
+    """Losses and look metrics (:mod:`metastyle_batch.metrics`) of the content image, our output, Gatys@50/@N
+    (``style_weight``: its raw style-loss weight) and any ``peers`` for each pair.
 
-    Writes results.csv and grid.png (per pair: content, style, ours, Gatys@50, Gatys@N, then the peers).
+    Writes results.csv and grid.png (per pair: content, style, ours, the Gatys snapshots, then the peers).
     """
     peers = peers or {}
-    methods = METHODS + tuple(peers)
+    methods = (METHODS if gatys_steps > 0 else METHODS[:2]) + tuple(peers)  # "gatys200" is Gatys@gatys_steps
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     contents = _spread(list_images(content_dir), n_content)
     styles = _spread(list_images(style_dir), n_style)
     vgg, device = stylizer.vgg.float(), stylizer.device
+    style_images = [_load(p, size).to(device) for p in styles]
+    style_sigs = [gram_signature(vgg, s) for s in style_images]
     rows: list[Row] = []
-    grid = []  # per pair: content, style, ours, gatys50, gatys200
-    pairs = list(itertools.product(contents, styles))
-    for i, (cpath, spath) in enumerate(pairs):
-        c, s = _load(cpath, size).to(device), _load(spath, size).to(device)
+    grid = []
+    pairs = list(itertools.product(contents, range(len(styles))))
+    for i, (cpath, k) in enumerate(pairs):
+        spath, s = styles[k], style_images[k]
+        c = _load(cpath, size).to(device)
         with torch.no_grad():
             c_feat = vgg(c, (content_layer,))[content_layer]
             targets = style_targets(vgg(s, STYLE_LAYERS))
-
-        def measure(img: torch.Tensor, method: str) -> None:
-            with torch.no_grad():
-                feats = vgg(img.float(), tuple(dict.fromkeys(STYLE_LAYERS + (content_layer,))))
-                rows.append(Row(cpath.name, spath.name, method, content_loss(feats, c_feat, content_layer).item(),
-                                style_loss(feats, targets).item()))
-
-        images = {"content": c}
-        code = stylizer.encode(spath)
-        images["ours"] = stylizer.run(c, stylizer.network(code))
-        snapshots = {}
-        optimize(vgg, c, s, gatys_steps, content_layer=content_layer, style_weight=style_weight,
-                 on_step=lambda step, img, _: snapshots.__setitem__(step, img.clone()) if step in (50, gatys_steps) else None)
-        images["gatys50"], images["gatys200"] = snapshots.get(50, c), snapshots[gatys_steps]
+        images = {"content": c, "ours": stylizer.run(c, stylizer.network(stylizer.encode(spath))).clamp(0, 1)}
+        if gatys_steps > 0:
+            snapshots = {}
+            optimize(vgg, c, s, gatys_steps, content_layer=content_layer, style_weight=style_weight,
+                     on_step=lambda step, img, _: snapshots.__setitem__(step, img.clone()) if step in (50, gatys_steps) else None)
+            images["gatys50"], images["gatys200"] = snapshots.get(50, c), snapshots[gatys_steps]
         for name, peer in peers.items():
             images[name] = peer(c.cpu(), spath).to(device).clamp(0, 1)
         for method in methods:
-            measure(images[method], method)
+            img = images[method].float()
+            with torch.no_grad():
+                feats = vgg(img, tuple(dict.fromkeys(STYLE_LAYERS + (content_layer,))))
+                hit = retrieval_hits([gram_signature(vgg, img)], [k], style_sigs)[0]
+                rows.append(Row(cpath.name, spath.name, method, content_loss(feats, c_feat, content_layer).item(),
+                                style_loss(feats, targets).item(), palette_distance(img, s).item(),
+                                tone_correlation(img, c).item(), float(hit)))
         grid.append([c[0], s[0]] + [images[m][0] for m in methods[1:]])
         if progress:
             progress(i + 1, len(pairs))
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["content", "style", "method", "content_loss", "style_loss"])
+        w.writerow(["content", "style", "method", *COLUMNS])
         for r in rows:
-            w.writerow([r.content, r.style, r.method, f"{r.content_loss:.5g}", f"{r.style_loss:.5g}"])
+            w.writerow([r.content, r.style, r.method] + [f"{getattr(r, col):.5g}" for col in COLUMNS])
     save_grid(grid, out / "grid.png", cell=160)
     return rows
 
 
-def summarize(rows: list[Row]) -> dict[str, tuple[float, float]]:
-    """Mean (content loss, style loss) per method."""
+def summarize(rows: list[Row]) -> dict[str, dict[str, float]]:
+    """Per method, the mean of every column (retrieval: the fraction of outputs whose nearest style is their own)."""
     out = {}
     for method in dict.fromkeys(r.method for r in rows):
         sel = [r for r in rows if r.method == method]
-        if sel:
-            out[method] = (sum(r.content_loss for r in sel) / len(sel), sum(r.style_loss for r in sel) / len(sel))
+        out[method] = {col: sum(getattr(r, col) for r in sel) / len(sel) for col in COLUMNS}
     return out

@@ -24,7 +24,9 @@ from ..model.meta import MetaNet
 from ..model.transform import transform
 from ..model.vgg import VGG16, STYLE_LAYERS, load_vgg, style_vector
 from . import data
-from .losses import perceptual_losses, style_targets
+from .bank import StyleBank, bank_key, build_bank
+from .losses import PALETTE_SIZE, Objective, style_targets
+from ..metrics import lab_points
 
 
 @dataclass
@@ -44,10 +46,14 @@ class TrainConfig:
     clip_grad: float = 5.0
     init: str | None = None  # start from this model file's weights (fine-tune: fresh optimiser, step 0)
     bf16: bool = True  # bf16 autocast on CUDA, and on CPUs with native bf16 (1.7x faster here, AVX512-BF16)
+    style_bank: int = 8  # precompute style targets for this many random crops of each style (0: one per step)
     content_layer: str = "relu2_2"
     content_weight: float = 1.0
-    style_weight: float = 50.0
+    style_norm: bool = True  # statistics divided by their spread over the training styles, layers equal
+    style_weight: float = 10.0  # of the normalised loss (the raw one, --raw-style-loss, wants ~15-50)
     tv_weight: float = 1.0
+    palette_weight: float = 30.0  # sliced Wasserstein distance of Lab colours to the style's (losses.palette_loss)
+    tone_weight: float = 1.0  # 1 - correlation of coarse luminance with the content's (losses.tone_loss)
     seed: int = 0
     ckpt_every: int = 200
     sample_every: int = 500
@@ -128,29 +134,37 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
 
     contents = data.load_folder(cfg.content_dir)
     styles = data.load_folder(cfg.style_dir)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and _has_bf16(device))
+    bank = _style_bank(vgg, styles, cfg, out / "style_bank.pt", device, amp, is_main) if cfg.style_bank else None
     if not resume and not cfg.init:
-        meta.set_feature_stats(_style_vectors(vgg, styles, cfg, device))
+        meta.set_feature_stats(bank.vectors if bank else _style_vectors(vgg, styles, cfg, device))
+    objective = Objective.from_config(asdict(cfg), meta.feat_std.clone())
     if is_main:
         print(f"training base-{cfg.base} meta network on {len(contents)} content and {len(styles)} style images, "
               f"{world} process(es) on {device}, steps {step}→{cfg.steps}")
 
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and _has_bf16(device))
     log_file = open(out / "log.csv", "a", newline="") if is_main else None
     writer = csv.writer(log_file) if log_file else None
     if writer and log_file.tell() == 0:
-        writer.writerow(["step", "loss", "content", "style", "tv", "grad_norm", "skipped", "seconds"])
+        writer.writerow(["step", "loss", "content", "style", "tv", "palette", "tone", "grad_norm", "skipped", "seconds"])
     bar = _progress(progress and is_main, step, cfg.steps)
     t0 = time.time()
-    style_vec = targets = None
+    style_vec = targets = style_lab = None
+    per_style = cfg.batch // cfg.styles_per_step
     try:
         while step < cfg.steps:
             if style_vec is None or step % cfg.style_every == 0:
                 g = data.generator(cfg.seed, 1, step // cfg.style_every)  # same style on every rank
-                style_img = data.sample_batch(styles, cfg.styles_per_step, cfg.crop, g).to(device)
-                with torch.no_grad(), amp:
-                    feats = vgg(style_img, STYLE_LAYERS)
-                style_vec = style_vector(feats).float()
-                targets = style_targets(feats).repeat_interleave(cfg.batch // cfg.styles_per_step, dim=0)
+                if bank:
+                    style_vec, style_lab = bank.sample(cfg.styles_per_step, g)
+                    style_vec = style_vec.to(device)
+                else:
+                    style_img = data.sample_batch(styles, cfg.styles_per_step, cfg.crop, g).to(device)
+                    with torch.no_grad(), amp:
+                        style_vec = style_targets(vgg(style_img, STYLE_LAYERS))
+                    style_lab = lab_points(style_img, PALETTE_SIZE)
+                targets = style_vec.repeat_interleave(per_style, dim=0)
+                style_lab = style_lab.to(device).repeat_interleave(per_style, dim=0)
             content = data.sample_batch(contents, cfg.batch, cfg.crop, data.generator(cfg.seed, 2, step, rank)).to(device)
             if channels_last:
                 content = content.contiguous(memory_format=torch.channels_last)
@@ -158,8 +172,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
                 content_feat = vgg(content, (cfg.content_layer,))[cfg.content_layer]
             with amp:
                 out_img = model(style_vec, content)
-                lc, ls, ltv = perceptual_losses(vgg, out_img, content_feat, targets, cfg.content_layer)
-                loss = cfg.content_weight * lc + cfg.style_weight * ls + cfg.tv_weight * ltv
+                loss, terms = objective(vgg, out_img, content, content_feat, targets, style_lab,
+                                        data.generator(cfg.seed, 8, step))
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
             opt.zero_grad(set_to_none=True)
@@ -170,8 +184,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
                 opt.step()
             step += 1
             if writer and (step % cfg.log_every == 0 or step == cfg.steps):
-                writer.writerow([step, f"{loss.item():.5g}", f"{lc.item():.5g}", f"{ls.item():.5g}",
-                                 f"{ltv.item():.5g}", f"{grad_norm:.4g}", int(skipped), f"{time.time() - t0:.1f}"])
+                writer.writerow([step, f"{loss.item():.5g}"]
+                                + [f"{terms[k].item():.5g}" if k in terms else "" for k in
+                                   ("content", "style", "tv", "palette", "tone")]
+                                + [f"{grad_norm:.4g}", int(skipped), f"{time.time() - t0:.1f}"])
                 log_file.flush()
             if bar:
                 bar.advance_to(step, loss.item())
@@ -205,6 +221,21 @@ def _initial_network(cfg: TrainConfig) -> MetaNet:
     if meta.base != cfg.base:
         raise ValueError(f"{cfg.init}: a base-{meta.base} model, but training base {cfg.base}")
     return meta.requires_grad_(True).train()
+
+
+def _style_bank(vgg: VGG16, styles: list[torch.Tensor], cfg: TrainConfig, path: Path, device, amp, is_main: bool) -> StyleBank:
+    """The run's style bank: built once (every rank builds the same one), kept in the run folder and reused
+    while it was built from the same styles, crop size and count."""
+    if path.is_file():
+        bank = StyleBank.load(path)
+        if bank.key == bank_key(styles, cfg.style_bank, cfg.crop):
+            return bank
+    if is_main:
+        print(f"precomputing style targets: {len(styles)} styles × {cfg.style_bank} crops")
+    bank = build_bank(vgg, styles, cfg.style_bank, cfg.crop, device, amp)
+    if is_main:
+        bank.save(path)
+    return bank
 
 
 @torch.no_grad()

@@ -1,11 +1,17 @@
-"""Perceptual losses on VGG-16 features, shared by training, evaluation and Gatys optimisation."""
+"""Perceptual losses on VGG-16 features, shared by training, fine-tuning, evaluation and Gatys optimisation."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ..metrics import directions, lab_points, sliced_wasserstein, tone_correlation
 from ..model.vgg import STYLE_LAYERS, style_vector
+
+PALETTE_SIZE = 32  # training compares 32 x 32 Lab pixels of output and style: cheap, and enough for a palette
+TONE_SIZE = 16
 
 
 def content_loss(out: dict[str, torch.Tensor], target: torch.Tensor, layer: str) -> torch.Tensor:
@@ -13,9 +19,20 @@ def content_loss(out: dict[str, torch.Tensor], target: torch.Tensor, layer: str)
 
 
 def style_loss(out: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """MSE between the 1920 mean/std statistics at relu1_2 … relu4_3 and the style's (as in the seed code)."""
+    """MSE between the 1920 raw mean/std statistics at relu1_2 … relu4_3 and the style's (as in the seed code)."""
     stats = style_vector(out)
     return F.mse_loss(stats, target.float().expand_as(stats))
+
+
+def normalized_style_loss(out: dict[str, torch.Tensor], target: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Each statistic divided by its spread over the training styles (``scale``, 1920), layers weighted equally.
+
+    In raw units relu4_3's statistics are ~100x larger than relu1_2's and get ~300x the gradient, so the colours
+    (which relu1_2 carries) barely trained; here every layer's means and stds count the same.
+    """
+    diff = (style_vector(out) - target.float()) / scale
+    channels = [feats.shape[1] for feats in (out[name] for name in STYLE_LAYERS)] * 2
+    return torch.stack([part.pow(2).mean() for part in diff.split(channels, dim=1)]).mean()
 
 
 def style_targets(feats: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -27,8 +44,58 @@ def tv_loss(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
 
+def palette_loss(out: torch.Tensor, style_lab: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sliced Wasserstein distance (Lab / 100) between the output's colours and the style's Lab pixels (B, N, 3)."""
+    dirs = directions(16, generator, out.device)
+    return sliced_wasserstein(lab_points(out, PALETTE_SIZE), style_lab.float(), dirs).mean() / 100
+
+
+def tone_loss(out: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """1 - correlation of the coarse luminance of output and content: keeps the photo's light and dark layout."""
+    return (1 - tone_correlation(out, content, TONE_SIZE)).mean()
+
+
 def perceptual_losses(vgg, out_img: torch.Tensor, content_feat: torch.Tensor, targets, content_layer: str):
-    """(content, style, tv) losses of ``out_img``; one VGG pass."""
+    """(content, style, tv) losses of ``out_img`` with the raw style loss; one VGG pass (Gatys, evaluation)."""
     layers = tuple(dict.fromkeys(STYLE_LAYERS + (content_layer,)))
     feats = vgg(out_img, layers)
     return content_loss(feats, content_feat, content_layer), style_loss(feats, targets), tv_loss(out_img)
+
+
+@dataclass
+class Objective:
+    """The weighted training objective. ``style_scale`` (1920) switches to :func:`normalized_style_loss`."""
+
+    content_layer: str = "relu2_2"
+    content_weight: float = 1.0
+    style_weight: float = 50.0
+    tv_weight: float = 1.0
+    palette_weight: float = 0.0
+    tone_weight: float = 0.0
+    style_scale: torch.Tensor | None = None
+
+    @classmethod
+    def from_config(cls, cfg: dict, style_scale: torch.Tensor | None) -> "Objective":
+        """From a training config (dict); models trained before the normalised loss keep the raw one."""
+        norm = bool(cfg.get("style_norm", False))
+        return cls(cfg.get("content_layer", "relu2_2"), float(cfg.get("content_weight", 1.0)),
+                   float(cfg.get("style_weight", 50.0)), float(cfg.get("tv_weight", 1.0)),
+                   float(cfg.get("palette_weight", 0.0)), float(cfg.get("tone_weight", 0.0)),
+                   style_scale if norm else None)
+
+    def __call__(self, vgg, out: torch.Tensor, content: torch.Tensor, content_feat: torch.Tensor,
+                 targets: torch.Tensor, style_lab: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, terms) for a batch ``out`` made from ``content``; ``style_lab`` (B, N, 3) for the palette term."""
+        feats = vgg(out, tuple(dict.fromkeys(STYLE_LAYERS + (self.content_layer,))))
+        ls = (style_loss(feats, targets) if self.style_scale is None
+              else normalized_style_loss(feats, targets, self.style_scale.to(out.device)))
+        terms = {"content": content_loss(feats, content_feat, self.content_layer), "style": ls, "tv": tv_loss(out)}
+        total = self.content_weight * terms["content"] + self.style_weight * ls + self.tv_weight * terms["tv"]
+        if self.palette_weight and style_lab is not None:
+            terms["palette"] = palette_loss(out, style_lab, generator)
+            total = total + self.palette_weight * terms["palette"]
+        if self.tone_weight:
+            terms["tone"] = tone_loss(out, content)
+            total = total + self.tone_weight * terms["tone"]
+        return total, terms

@@ -1,0 +1,107 @@
+"""The look metrics rank a clearly better output above a clearly worse one, and the training losses built on them."""
+
+import torch
+
+from conftest import make_rgb, random_meta
+from metastyle_batch import metrics
+from metastyle_batch.model.vgg import STYLE_LAYERS
+from metastyle_batch.train.losses import normalized_style_loss, palette_loss, tone_loss
+
+
+def _img(seed: int, h: int = 64, w: int = 64) -> torch.Tensor:
+    return torch.from_numpy(make_rgb(h, w, seed=seed).astype("float32") / 255).permute(2, 0, 1)[None]
+
+
+def test_lab_of_known_colours():
+    rgb = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]).T.reshape(1, 3, 3, 1)
+    lab = metrics.rgb_to_lab(rgb)[0, :, :, 0].T
+    torch.testing.assert_close(lab[0], torch.tensor([100.0, 0.0, 0.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(lab[1], torch.tensor([0.0, 0.0, 0.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(lab[2], torch.tensor([53.24, 80.09, 67.20]), atol=0.1, rtol=0)
+
+
+def test_palette_prefers_the_styles_colours():
+    style = _img(1, 96, 96)  # the metric's own size: no resampling blends the shuffled pixels
+    same_colours = style[..., torch.randperm(96)][..., torch.randperm(96), :]  # pixels shuffled: same palette
+    grey = torch.full_like(style, 0.5)
+    tinted = style * torch.tensor([1.0, 0.6, 0.3]).view(1, 3, 1, 1)
+    d = [metrics.palette_distance(x, style).item() for x in (same_colours, tinted, grey)]
+    assert d[0] < 0.5 < d[1] < d[2]
+
+
+def test_tone_prefers_the_photos_light_and_dark():
+    photo = _img(2)
+    recoloured = photo * 0.6 + torch.tensor([0.3, 0.1, 0.0]).view(1, 3, 1, 1)  # tinted, lower contrast
+    flipped = photo.flip(-2)
+    flat = torch.full_like(photo, 0.5) + 0.01 * torch.rand_like(photo)
+    t = [metrics.tone_correlation(x, photo).item() for x in (photo, recoloured, flipped, flat)]
+    assert t[0] > 0.999 and t[1] > 0.999 and t[2] < 0.9 and abs(t[3]) < 0.5
+
+
+def test_retrieval_finds_the_own_style(vgg16_path):
+    from metastyle_batch.model.vgg import load_vgg
+
+    vgg = load_vgg(vgg16_path)
+    stripes = torch.zeros(1, 3, 64, 64)
+    stripes[..., ::8, :] = 1
+    dots = torch.zeros(1, 3, 64, 64)
+    dots[..., ::6, ::6] = 1
+    noise = _img(3)
+    styles = [metrics.gram_signature(vgg, s, 64) for s in (stripes, dots, noise)]
+    shifted = stripes.roll(3, dims=-2) * 0.9  # the same texture, moved and dimmed
+    outputs = [metrics.gram_signature(vgg, x, 64) for x in (shifted, dots.roll(2, dims=-1), noise.flip(-1))]
+    assert metrics.retrieval_hits(outputs, [0, 1, 2], styles) == [True, True, True]
+    assert metrics.retrieval_hits(outputs, [1, 2, 0], styles) == [False, False, False]
+
+
+def test_normalized_style_loss_weights_every_layer_equally():
+    """One scale unit off in every relu1_2 mean costs as much as one unit off in every relu4_3 std."""
+    chans = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512}
+    feats = {k: torch.rand(1, c, 6, 6) for k, c in chans.items()}
+    from metastyle_batch.model.vgg import style_vector
+
+    target = style_vector(feats)
+    scale = torch.rand(1920) + 0.5
+    assert normalized_style_loss(feats, target, scale).item() < 1e-8
+    first = target.clone()
+    first[:, :64] -= scale[:64]  # relu1_2 means
+    last = target.clone()
+    last[:, -512:] -= scale[-512:]  # relu4_3 stds
+    a, b = normalized_style_loss(feats, first, scale).item(), normalized_style_loss(feats, last, scale).item()
+    assert abs(a - 1 / 8) < 1e-4 and abs(b - 1 / 8) < 1e-4
+    assert list(STYLE_LAYERS) == list(chans)
+
+
+def test_palette_and_tone_losses_have_gradients_toward_better():
+    style = _img(4)
+    out = torch.full_like(style, 0.5).requires_grad_(True)
+    lab = metrics.lab_points(style, 32)
+    gen = torch.Generator().manual_seed(0)
+    before = palette_loss(out, lab, gen)
+    before.backward()
+    with torch.no_grad():
+        moved = out - 0.05 * out.grad / out.grad.abs().max()
+    assert palette_loss(moved, lab, torch.Generator().manual_seed(0)) < before
+    photo = _img(5)
+    assert tone_loss(photo, photo).item() < 1e-5 < tone_loss(photo.flip(-1), photo).item()
+
+
+def test_model_without_gain_heads_loads_as_itself(tmp_path):
+    """Format 2 files (before gains) still load; their gains are exactly 1."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from metastyle_batch.model.io import load_model
+
+    meta = random_meta(0)
+    for head in meta.gains:
+        torch.nn.init.zeros_(head.weight)
+    state = {k: v.contiguous() for k, v in meta.state_dict().items() if not k.startswith("gains.")}
+    path = tmp_path / "old.safetensors"
+    save_file(state, str(path), metadata={"metastyle": json.dumps({"format": "metastyle-batch/metanet-2", "base": 8})})
+    loaded, info = load_model(path)
+    hidden = torch.relu(torch.randn(meta.hidden_dim))
+    with torch.no_grad():
+        for k, v in meta.network(hidden).items():
+            torch.testing.assert_close(loaded.network(hidden)[k], v)
