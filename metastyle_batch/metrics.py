@@ -58,10 +58,11 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, dirs: torch.Tensor) -> 
 
 
 def palette_distance(out: torch.Tensor, style: torch.Tensor, size: int = 96, n_dirs: int = 64, seed: int = 0) -> torch.Tensor:
-    """Sliced Wasserstein distance (Lab units) between the colours of ``out`` and ``style`` (B, 3, H, W) → (B,)."""
+    """Sliced Wasserstein distance (Lab units) between the colours of ``out`` (B, 3, H, W) and ``style`` (B or 1,
+    3, H', W': any size, both are resized to size × size) → (B,)."""
     dirs = directions(n_dirs, torch.Generator().manual_seed(seed), out.device)
-    return sliced_wasserstein(lab_points(out, size), lab_points(style.expand_as(out) if style.shape[0] == 1
-                                                                  else style, size), dirs)
+    points = lab_points(out, size)
+    return sliced_wasserstein(points, lab_points(style, size).expand_as(points), dirs)
 
 
 def luminance(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ def _rss_mb() -> float:
 @pytest.mark.skipif(not glibc, reason="the thresholds are glibc's")
 def test_freed_blocks_stay_resident_until_release():
     assert memory.keep_freed_memory()  # False if glibc refused a value (e.g. an mmap threshold above its max)
+    memory.release()  # earlier tests in this process may have left freed memory resident, which would be reused
     before = _rss_mb()
     blocks = [torch.ones(4 << 20) for _ in range(40)]  # 40 × 16 MB, each under the 32 MB mmap threshold
     del blocks
