@@ -325,27 +325,17 @@ def _load_net(stylizer, path: Path):
 def _refine(stylizer, style: Path, inputs: list[str], steps: int, console) -> dict:
     """The network for ``style`` fine-tuned on crops of (up to 16 of) the inputs; unreadable ones are left out
     here and reported by the batch itself."""
-    import numpy as np
-    import torch
     from rich.progress import Progress
 
     from .finetune import finetune
-    from .images import read_image
+    from .train.data import load_images
 
-    photos = []
-    for path in inputs[:16]:
-        try:
-            rgb = read_image(path).frames[0]
-        except Exception:  # the batch reports it with its reason
-            continue
-        photos.append(torch.from_numpy((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).permute(2, 0, 1))
+    photos = load_images(inputs[:16], log=lambda _: None)
     if not photos:
         _usage_error("--refine found no readable input image to train on")
-    small = [torch.nn.functional.interpolate(p[None].float(), scale_factor=min(1.0, 512 / max(p.shape[1:])),
-                                             mode="area")[0].round().to(torch.uint8) for p in photos]
     with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"refining on {len(small)} image(s)", total=steps)
-        result = finetune(stylizer, style, small, steps, progress=lambda i, n, loss: bar.update(task, completed=i))
+        task = bar.add_task(f"refining on {len(photos)} image(s)", total=steps)
+        result = finetune(stylizer, style, photos, steps, progress=lambda i, n, loss: bar.update(task, completed=i))
     console.print(f"refined {steps} steps: loss {result.loss_before['total']:.3f} -> {result.loss_after['total']:.3f}",
                   highlight=False)
     return result.params

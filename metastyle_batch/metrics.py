@@ -87,10 +87,12 @@ def gram(feat: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def gram_signature(vgg, x: torch.Tensor, size: int = 256) -> list[torch.Tensor]:
-    """Gram matrices of VGG-16 relu2_2 and relu3_3 of ``x`` resized to size × size."""
-    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    feats = vgg(x, GRAM_LAYERS)
+def gram_signature(vgg, x: torch.Tensor, size: int = 256, feats: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Gram matrices of VGG-16 relu2_2 and relu3_3 of ``x`` resized to size × size; ``feats``: the VGG features
+    of ``x`` already at hand (used when ``x`` is size × size, saving a second VGG pass)."""
+    if feats is None or tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        feats = vgg(x, GRAM_LAYERS)
     return [gram(feats[name]) for name in GRAM_LAYERS]
 
 

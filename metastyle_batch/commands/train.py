@@ -117,7 +117,7 @@ def evaluate(
 
 
 def summary_table(means: dict[str, dict[str, float]], title: str):
-    """The evaluation means as a rich table (also printed by benchmarks/peers.py)."""
+    """The evaluation means as a rich table."""
     from rich.table import Table
 
     table = Table(title=f"mean over {title}")

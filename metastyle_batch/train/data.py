@@ -25,8 +25,13 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def load_folder(folder: str | Path, max_side: int = 512) -> list[torch.Tensor]:
     """Decode every image once into uint8 (3, H, W) tensors; unreadable files are skipped with a note."""
+    return load_images(list_images(folder), max_side)
+
+
+def load_images(paths: list[str | Path], max_side: int = 512, log=print) -> list[torch.Tensor]:
+    """:func:`load_folder` for a list of files; ``log`` gets the note on each file skipped."""
     images = []
-    for path in list_images(folder):
+    for path in paths:
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")
@@ -34,7 +39,7 @@ def load_folder(folder: str | Path, max_side: int = 512) -> list[torch.Tensor]:
                     im.thumbnail((max_side, max_side), Image.BICUBIC)
                 images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
         except Exception as e:  # a bad file in a dataset should not stop training
-            print(f"skipping {path}: {e}")
+            log(f"skipping {path}: {e}")
     return images
 
 

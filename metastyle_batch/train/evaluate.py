@@ -93,7 +93,7 @@ def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path,
             img = images[method].float()
             with torch.no_grad():
                 feats = vgg(img, tuple(dict.fromkeys(STYLE_LAYERS + (content_layer,))))
-                hit = retrieval_hits([gram_signature(vgg, img)], [k], style_sigs)[0]
+                hit = retrieval_hits([gram_signature(vgg, img, feats=feats)], [k], style_sigs)[0]
                 rows.append(Row(cpath.name, spath.name, method, content_loss(feats, c_feat, content_layer).item(),
                                 style_loss(feats, targets).item(), palette_distance(img, s).item(),
                                 tone_correlation(img, c).item(), float(hit)))
