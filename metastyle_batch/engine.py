@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from . import memory
 from .model.io import ModelError, load_model
 from .model.meta import StyleCode, mix
 from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, polyphase, transform, transform_polyphase
 from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
-from .paths import cache_dir
+from .paths import atomic_write_bytes, cache_dir
 
 DEFAULT_MODEL = "metastyle-base8.safetensors"
 StyleLike = "str | os.PathLike | bytes | np.ndarray | StyleCode"
@@ -200,10 +200,7 @@ class Stylizer:
             return
         path = self._code_file(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-            save_file({"hidden": code.hidden.contiguous()}, str(tmp), metadata={"model": self.model_id})
-            os.replace(tmp, path)
+            atomic_write_bytes(path, save({"hidden": code.hidden.contiguous()}, metadata={"model": self.model_id}))
         except OSError:
             pass  # a read-only cache only costs speed
 

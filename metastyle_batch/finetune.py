@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .model.io import ModelError
 from .model.transform import Params, layer_specs, transform
@@ -181,13 +181,7 @@ def save_net(params: Params, path: str | os.PathLike, base: int, info: dict | No
         tensors[k] = v.contiguous()
     meta = {"format": NET_FORMAT, "base": str(base),
             "metastyle": json.dumps({"format": NET_FORMAT, "base": base, **(info or {})})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, save(tensors, metadata=meta))
     digest = sha256_file(path)
     atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
     return digest

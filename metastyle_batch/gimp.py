@@ -19,12 +19,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import stat
 import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from .errors import MetastyleError
+from .paths import atomic_write_bytes
 
 PLUGIN_NAME = "metastyle"  # folder name == file stem: GIMP 3 requires it
 PLUGIN_FILE = f"{PLUGIN_NAME}.py"
@@ -34,7 +36,7 @@ GIMP_VERSION_DIR = "3.0"
 _RESOURCE_PACKAGE = "metastyle_batch.gimp_plugin"  # how a wheel ships plugins/gimp/metastyle/ (see pyproject)
 
 
-class GimpInstallError(Exception):
+class GimpInstallError(MetastyleError):
     """Installing or uninstalling failed; the message is one line meant for the user."""
 
 
@@ -132,8 +134,10 @@ def install(gimp_dir: Optional[Path] = None, executable: Optional[Path] = None) 
         if dest.exists() and not dest.is_dir():
             raise GimpInstallError(f"{dest} exists and is not a folder; remove it first")
         dest.mkdir(parents=True, exist_ok=True)
-        _atomic_write(target, source.read_bytes(), mode=0o755)
-        _atomic_write(dest / EXECUTABLE_FILE, (str(exe) + "\n").encode("utf-8"), mode=0o644)
+        atomic_write_bytes(target, source.read_bytes(), mode=0o755)
+        if not os.access(target, os.X_OK) and sys.platform != "win32":
+            raise GimpInstallError(f"{target} is not executable after install (is the file system mounted noexec?)")
+        atomic_write_bytes(dest / EXECUTABLE_FILE, (str(exe) + "\n").encode("utf-8"), mode=0o644)
     except GimpInstallError:
         raise
     except OSError as exc:
@@ -162,20 +166,3 @@ def uninstall(gimp_dir: Optional[Path] = None) -> Optional[Path]:
     except OSError as exc:
         raise GimpInstallError(f"cannot remove {dest}: {exc.strerror or exc}") from None
     return dest
-
-
-def _atomic_write(dest: Path, data: bytes, mode: int) -> None:
-    tmp = dest.with_name(f".{dest.name}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    if mode & stat.S_IXUSR and not os.access(dest, os.X_OK) and sys.platform != "win32":
-        raise GimpInstallError(f"{dest} is not executable after install (is the file system mounted noexec?)")

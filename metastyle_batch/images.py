@@ -35,9 +35,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageSequence, UnidentifiedImageError
 
-from metastyle_batch.paths import atomic_write_bytes
+from .paths import atomic_write_bytes
 
-__all__ = ["ImageError", "Picture", "read_image", "encode_image", "write_image", "format_for_path"]
+from .errors import MetastyleError
+
+__all__ = ["ImageError", "Picture", "read_image", "encode_image", "write_image", "format_for_path", "format_name",
+           "FORMAT_EXT"]
 
 _EXTENSIONS = {
     ".png": "png", ".apng": "png",
@@ -45,6 +48,7 @@ _EXTENSIONS = {
     ".webp": "webp", ".gif": "gif", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp",
 }
 _ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+FORMAT_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tiff", "gif": ".gif", "bmp": ".bmp"}  # derived names
 _PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP", "gif": "GIF"}
 _ALPHA_FORMATS = {"png", "webp", "tiff", "gif"}
 _ANIMATED_FORMATS = {"png", "webp", "gif"}  # png means APNG
@@ -60,13 +64,10 @@ _ORIENTATION = {
 }
 
 
-class ImageError(Exception):
+class ImageError(MetastyleError):
     """A file could not be read or written; ``str(e)`` is one line, ``"<file>: <what is wrong>"``."""
 
-    def __init__(self, file: str, reason: str) -> None:
-        self.file = str(file).replace("\r", "\\r").replace("\n", "\\n")
-        self.reason = " ".join(str(reason).split()) or "unknown error"
-        super().__init__(f"{self.file}: {self.reason}")
+    exit_code = 2
 
 
 @dataclass
@@ -90,6 +91,13 @@ class Picture:
 def format_for_path(path: str | os.PathLike) -> str | None:
     """Output format implied by the file extension (``"jpeg"`` for ``.jpg``), or None if not one we write."""
     return _EXTENSIONS.get(Path(path).suffix.lower())
+
+
+def format_name(name: str) -> str | None:
+    """The canonical output format for a user's spelling (``"JPG"``, ``".tif"``), or None if not one we write."""
+    fmt = str(name).lower().lstrip(".")
+    fmt = _ALIASES.get(fmt, fmt)
+    return fmt if fmt in FORMAT_EXT else None
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -245,7 +253,7 @@ def encode_image(picture: Picture, format: str, *, quality: int = 95) -> bytes:
     whose size differs from its frame (the frame was resized) is resized to match.
     """
     label = "<output>"
-    fmt = _ALIASES.get(str(format).lower().lstrip("."), str(format).lower().lstrip("."))
+    fmt = format_name(format) or str(format).lower().lstrip(".")
     if fmt not in _PIL_NAMES:
         raise ImageError(label, f"unsupported output format {format!r}; use one of {', '.join(_PIL_NAMES)}")
     if not isinstance(quality, int) or not 1 <= quality <= 100:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def cache_dir() -> Path:
@@ -16,21 +18,33 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "metastyle-batch"
 
 
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + rename, so readers never see a partial file."""
+@contextmanager
+def atomic_path(dest: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """A hidden temp path beside ``dest`` to write to; on success it is fsynced and renamed onto ``dest``.
+
+    Readers never see a partial file and a crash leaves no half-written output (only a ``.NAME.xxxxxxxx.part``
+    temp file, which is removed on any error raised here). ``mode`` defaults to the usual umask permissions.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the rename must never expose an empty file after a power cut
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should get the usual permissions
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600
         os.replace(tmp, dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``dest`` through :func:`atomic_path`."""
+    with atomic_path(dest, mode) as tmp:
+        tmp.write_bytes(data)
 
 
 def _umask() -> int:

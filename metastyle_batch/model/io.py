@@ -7,30 +7,30 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from ..paths import sha256_file
+from ..errors import MetastyleError
+from ..paths import atomic_write_bytes, sha256_file
 from .meta import MetaNet
 
 FORMAT = "metastyle-batch/metanet-3"  # 2: conv biases act after instance norm (see model.transform); 3: gains
 FORMAT_2 = "metastyle-batch/metanet-2"  # still read: without gain heads, i.e. every gain 1
 
 
-class ModelError(RuntimeError):
+class ModelError(MetastyleError, RuntimeError):
     """A model file is missing, damaged or not ours; the message is one line."""
+
+    exit_code = 2
 
 
 def save_model(meta: MetaNet, path: str | Path, info: dict | None = None, dtype=torch.float16) -> str:
     """Write weights + ``<path>.sha256``; returns the sha256. ``info`` lands in the metadata (training facts)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in meta.state_dict().items()}
     meta_info = {"format": FORMAT, "base": meta.base, **(info or {})}
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(tmp), metadata={"metastyle": json.dumps(meta_info)})
-    tmp.replace(path)
+    atomic_write_bytes(path, save(tensors, metadata={"metastyle": json.dumps(meta_info)}))
     digest = sha256_file(path)
-    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+    atomic_write_bytes(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
     return digest
 
 

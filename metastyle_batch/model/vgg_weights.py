@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
+from metastyle_batch.errors import MetastyleError
 from metastyle_batch.paths import atomic_write_bytes, cache_dir, sha256_file
 
 __all__ = ["VGG_KEYS", "VGG_SHAPES", "VGGWeightsError", "RestrictedUnpickler", "resolve_vgg16", "load_vgg16_state"]
@@ -51,11 +52,10 @@ CKPT_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
 _HINT = f"run `metastyle-batch setup` (needs internet once) or set {ENV_VAR} to a VGG-16 .safetensors/.pth file"
 
 
-class VGGWeightsError(RuntimeError):
+class VGGWeightsError(MetastyleError, RuntimeError):
     """VGG-16 weights could not be found, fetched or validated; the message is one line with a remedy."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+    exit_code = 2
 
 
 try:  # numpy >= 2

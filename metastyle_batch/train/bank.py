@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..metrics import lab_points
+from ..paths import atomic_path
 from ..model.vgg import STYLE_LAYERS, VGG16, style_vector
 from . import data
 from .losses import PALETTE_SIZE
@@ -32,9 +33,8 @@ class StyleBank:
         return self.vectors[idx], self.lab[idx].float()
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".part")
-        torch.save({"vectors": self.vectors, "lab": self.lab, "key": self.key}, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save({"vectors": self.vectors, "lab": self.lab, "key": self.key}, tmp)
 
     @classmethod
     def load(cls, path: Path) -> "StyleBank":

@@ -27,6 +27,7 @@ from . import data
 from .bank import StyleBank, bank_key, build_bank
 from .losses import PALETTE_SIZE, Objective, style_targets
 from ..metrics import lab_points
+from ..paths import atomic_path
 
 
 @dataclass
@@ -256,10 +257,9 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _save_checkpoint(path: Path, meta: MetaNet, opt, step: int, cfg: TrainConfig) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save({"model": meta.state_dict(), "optim": opt.state_dict(), "step": step,
-                "rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({"model": meta.state_dict(), "optim": opt.state_dict(), "step": step,
+                    "rng": torch.get_rng_state(), "config": asdict(cfg)}, tmp)
 
 
 @torch.no_grad()
