@@ -109,7 +109,7 @@ class Stylizer:
         self.device = pick_device(device)
         self.model_path = Path(model) if model else default_model_path()
         if not self.model_path.is_file():
-            raise ModelError(f"{self.model_path}: model file not found (pass --model or set METASTYLE_MODEL)")
+            raise ModelError(f"{self.model_path}: model file not found (give a model path or set METASTYLE_MODEL)")
         self.meta, self.info = load_model(self.model_path)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.meta.to(self.device)
@@ -207,13 +207,15 @@ class Stylizer:
     def blend(self, styles: list, weights: list[float] | None = None) -> StyleCode:
         return mix([self.encode(s) for s in styles], weights)
 
-    def with_strength(self, code: StyleCode, content: np.ndarray, strength: float) -> StyleCode:
-        """The paper's strength control: interpolate towards the content image's own code (identity style)."""
+    def with_strength(self, code: StyleCode, content: np.ndarray | StyleCode, strength: float) -> StyleCode:
+        """The paper's strength control: interpolate towards the content image's own code (identity style).
+        ``content`` is the image, or its code from :meth:`encode_array` (encoded once for several codes)."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {strength}")
         if strength == 1.0:
             return code
-        return mix([code, self.encode_array(content)], [strength, 1.0 - strength])
+        own = content if isinstance(content, StyleCode) else self.encode_array(content)
+        return mix([code, own], [strength, 1.0 - strength])
 
     # ---- networks ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -285,12 +287,12 @@ class Stylizer:
                         max_side: int | None = None):
         """Every frame of a :class:`~metastyle_batch.images.Picture` with one network; alpha, timing and colour
         profile carried over. Strength is resolved once (from the first frame) so animations do not flicker.
-        ``code`` may also be a ready network (e.g. from :func:`metastyle_batch.finetune.load_net`)."""
+        ``code`` may also be a ready network (e.g. from :func:`metastyle_batch.train.finetune.load_net`)."""
         from .images import Picture
 
         if isinstance(code, dict):
             if strength != 1.0:
-                raise ValueError("--strength needs a style code; a fine-tuned network (--net) has none")
+                raise ValueError("a strength below 1 needs a style code; a fine-tuned network has none")
         else:
             code = self.with_strength(code, picture.frames[0], strength)
         frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side) for f in picture.frames]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MetastyleError", "one_line"]
+__all__ = ["MetastyleError", "OutputExistsError", "check_output", "one_line"]
 
 
 def one_line(text: object) -> str:
@@ -29,3 +29,17 @@ class MetastyleError(Exception):
         self.file = None if file is None else os.fspath(file).replace("\r", "\\r").replace("\n", "\\n")
         self.reason = one_line(reason) or "unknown error"
         super().__init__(f"{self.file}: {self.reason}" if self.file else self.reason)
+
+
+class OutputExistsError(MetastyleError, FileExistsError):
+    """The output is already there and replacing it was not asked for (shells add how to ask)."""
+
+    exit_code = 2
+
+
+def check_output(dest: str | os.PathLike, overwrite: bool, error: type[MetastyleError] = OutputExistsError) -> None:
+    """The one output-exists check: refuse a folder, or an existing file unless ``overwrite``."""
+    if os.path.isdir(dest):
+        raise error(dest, "is a directory; give a file name")
+    if os.path.lexists(dest) and not overwrite:
+        raise error(dest, "exists")

@@ -1,18 +1,72 @@
-"""What every command shares: one-line errors with the CLI's exit codes, and the check of an input image file."""
+"""What every command shares: one-line errors with the CLI's exit codes, and the check of an input image file.
+
+Exit codes, for every command: 0 done; 1 the work failed (some inputs of a batch, a video that broke mid-way);
+2 usage (a bad option, a missing or damaged style, input, model or VGG weights: :attr:`MetastyleError.exit_code`);
+130 interrupted (outputs are written atomically, so nothing partial is left). Torch is never imported here.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
 import typer
 
+from ..errors import MetastyleError, OutputExistsError
+from ..formats import FORMAT_EXT, format_name
+
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
+INTERRUPTED = 130
+_HINTS = ((OutputExistsError, "pass --overwrite to replace it"),)
 
 
 def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def echo_err(message: str) -> None:
+    """One plain line on stderr (no rich markup, no wrapping: file names may contain brackets)."""
+    typer.echo(message, err=True)
+
+
+def describe(exc: BaseException) -> str:
+    """The error's one line, plus how to fix it on the command line where the library cannot know the flag."""
+    message = one_line(exc)
+    for kind, hint in _HINTS:
+        if isinstance(exc, kind):
+            message += f"; {hint}"
+    return message
+
+
+@contextmanager
+def guarded(prefix: str = "") -> Iterator[None]:
+    """The one error → exit-code table: a :class:`MetastyleError` becomes ``Error: <one line>`` with its
+    ``exit_code``, Ctrl-C exit 130, an OSError exit 1; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except MetastyleError as exc:
+        echo_err(f"Error: {prefix}{describe(exc)}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        echo_err("Interrupted; no partial files were left behind.")
+        raise typer.Exit(INTERRUPTED) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        echo_err(f"Error: {prefix}{where}{exc.strerror or one_line(exc)}")
+        raise typer.Exit(1) from None
+
+
+def parse_format(value: str | None) -> str | None:
+    """``--format`` → the canonical format name (``jpg`` → ``jpeg``); None stays None."""
+    if value is None:
+        return None
+    name = format_name(value)
+    if name is None:
+        usage_error(f"unknown --format {value!r}; use " + ", ".join(sorted(FORMAT_EXT)))
+    return name
 
 
 def usage_error(message: str) -> NoReturn:

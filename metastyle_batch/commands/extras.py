@@ -1,7 +1,7 @@
 """The paper's extra tools: ``optimize`` (Gatys et al.), ``finetune`` (Johnson et al.), ``export`` (ONNX),
 ``texture`` (texture visualisation / generation) and ``interpolate`` (hidden-state interpolation strip).
 
-Thin Typer shells over :mod:`metastyle_batch.train.gatys`, :mod:`metastyle_batch.finetune`,
+Thin Typer shells over :mod:`metastyle_batch.train.gatys`, :mod:`metastyle_batch.train.finetune`,
 :mod:`metastyle_batch.onnx_export` and :class:`metastyle_batch.engine.Stylizer`. Like the rest of the CLI:
 one-line ``Error: …`` messages on stderr; exit 0 done, 1 the computation or the write failed, 2 usage error
 (bad option, missing/unreadable input, existing output without --overwrite, model/VGG weights missing),
@@ -255,8 +255,8 @@ def finetune(
 
 
 def _finetune(style, output, content_dir, steps, lr, batch, crop, seed, model, device, overwrite) -> None:
-    from ..finetune import finetune as run_finetune
-    from ..finetune import save_net, training_config
+    from ..train.finetune import finetune as run_finetune
+    from ..train.finetune import save_net, training_config
     from ..train.data import list_images
 
     style_path = _check_input(style, "style image")
@@ -330,7 +330,7 @@ def export(
 def _export(output, style, net, opset, model, device, overwrite) -> None:
     import torch
 
-    from ..finetune import NetError, load_net, read_net_info
+    from ..train.finetune import NetError, load_net, read_net_info
     from ..model.transform import transform
     from ..onnx_export import OrtNetwork, export_onnx_bytes, ort_available
     from ..paths import atomic_write_bytes

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..train.loop import TrainConfig
+from ..train.config import TrainConfig
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,227 @@
+"""`metastyle-batch image`: a thin shell over :mod:`metastyle_batch.batch` (planning, the overlapped run) and
+:class:`metastyle_batch.engine.Stylizer` (the pixels)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .. import batch
+from .common import DEVICES as _DEVICES
+from .common import INTERRUPTED, check_image_file, describe, echo_err, guarded, load_stylizer, parse_format, usage_error
+
+
+def register(app: typer.Typer) -> None:
+    app.command(no_args_is_help=True)(image)
+
+
+def _parse_mix(value: Optional[str], n_styles: int) -> Optional[list[float]]:
+    if value is None:
+        return None
+    try:
+        weights = [float(w) for w in value.replace(";", ",").split(",") if w.strip()]
+    except ValueError:
+        usage_error(f"--mix {value!r} is not a comma-separated list of numbers (e.g. --mix 0.7,0.3)")
+    if len(weights) != n_styles:
+        usage_error(f"--mix has {len(weights)} weight(s) but there are {n_styles} --style image(s); give one weight per style")
+    if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
+        usage_error(f"--mix weights must be non-negative and not all zero, got {value!r}")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def _write_stdout(data: bytes) -> None:
+    stream = typer.get_binary_stream("stdout")
+    try:
+        stream.write(data)
+        stream.flush()
+    except BrokenPipeError:  # `… | head`: the reader went away; do not print a traceback at exit
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise
+
+
+def _refine(stylizer, style: Path, inputs: list[str], steps: int, console) -> dict:
+    """The network for ``style`` fine-tuned on crops of (up to 16 of) the inputs; unreadable ones are left out
+    here and reported by the batch itself."""
+    from rich.progress import Progress
+
+    from ..train.finetune import finetune
+    from ..train.data import load_images
+
+    photos = load_images(inputs[:16], log=lambda _: None)
+    if not photos:
+        usage_error("--refine found no readable input image to train on")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"refining on {len(photos)} image(s)", total=steps)
+        result = finetune(stylizer, style, photos, steps, progress=lambda i, n, loss: bar.update(task, completed=i))
+    console.print(f"refined {steps} steps: loss {result.loss_before['total']:.3f} -> {result.loss_after['total']:.3f}",
+                  highlight=False)
+    return result.params
+
+
+def image(
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="INPUT", show_default=False,
+        help="Image files, folders (their images, sorted) or quoted glob patterns like 'shots/*.jpg'; "
+             "'-' reads one image from stdin.")],
+    style: Annotated[Optional[list[str]], typer.Option(
+        "--style", "-s", metavar="FILE", show_default=False,
+        help="Style image (a painting, a texture…). Repeat to blend several styles.")] = None,
+    net: Annotated[Optional[Path], typer.Option(
+        "--net", metavar="NET.safetensors", show_default=False,
+        help="A per-style network from `metastyle-batch finetune`, instead of --style.")] = None,
+    mix: Annotated[Optional[str], typer.Option(
+        "--mix", metavar="W1,W2,…", help="Blend weights, one per --style, e.g. 0.7,0.3 (normalised to sum 1). "
+                                        "Default: equal.")] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", metavar="FILE|DIR/|-",
+        help="Output file (single input only), folder (existing, ending in /, or several inputs) or '-' for "
+             "stdout. Default: next to each input as NAME_stylized.EXT (stdin goes to stdout).")] = None,
+    strength: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="How much style: 1 = full, 0 = (almost) the photo itself.")] = 1.0,
+    preserve_color: Annotated[bool, typer.Option(
+        "--preserve-color", help="Keep the photo's colours; take only brightness patterns from the style.")] = False,
+    max_side: Annotated[Optional[int], typer.Option(
+        min=1, metavar="N", help="Downscale so the longer side is at most N pixels (default: keep the size).")] = None,
+    device: Annotated[str, typer.Option(metavar="NAME", help=f"Where to compute: {_DEVICES}.")] = "auto",
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", "-f", metavar="png|jpg|webp|tiff",
+        help="Output format. Default: from -o's extension, else the input's own format.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace existing outputs (an input file is never replaced).")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object with outputs, failures, model and device on stdout.")] = False,
+    model: Annotated[Optional[Path], typer.Option(
+        metavar="PATH", help="Meta network file (default: $METASTYLE_MODEL or the shipped model).")] = None,
+    quality: Annotated[int, typer.Option(min=1, max=100, metavar="N", help="JPEG/WebP quality.")] = 95,
+    refine: Annotated[int, typer.Option(
+        min=0, metavar="N", help="Good on demand: fine-tune the generated network for N steps on crops of these "
+                                 "inputs first (one --style; 100 steps ≈ 1-2 min on a CPU), then use it for all.")] = 0,
+) -> None:
+    """Stylize images with one or more style images.
+
+    The network is built once per run, so large batches are fast. Alpha is kept, animated GIF/WebP are stylized frame by frame, EXIF rotation is applied, and a bad file is reported without stopping the batch. Exit status: 0 all done, 1 some inputs failed, 2 usage error.
+
+    [bold]Examples[/bold]
+
+      metastyle-batch image photo.jpg --style wave.jpg
+
+      metastyle-batch image holiday/ 'extra/*.png' -s wave.jpg -s scream.jpg --mix 0.7,0.3 -o out/
+
+      cat in.png | metastyle-batch image - -s wave.jpg --strength 0.6 > out.png
+    """
+    out_fmt = parse_format(fmt)
+    if bool(style) == bool(net):
+        usage_error("give either --style (one or more) or --net")
+    if net is not None and strength != 1.0:
+        usage_error("--strength needs --style: a fine-tuned network (--net) has no style code to weaken")
+    if refine and (len(style or []) != 1 or strength != 1.0):
+        usage_error("--refine needs exactly one --style and no --strength (it trains against that style image)")
+    style_paths = [check_image_file(s, option="--style") for s in style or []]
+    weights = _parse_mix(mix, len(style_paths))
+    with guarded():
+        found = batch.expand_inputs(inputs, skip_previous_outputs=output is None)
+    if not found.jobs:
+        reasons = [f"{a}: {r}" for a, r in found.missing] + found.notes
+        usage_error("no input images found (" + "; ".join(reasons) + ")" if reasons else "no input images given")
+    jobs = found.jobs
+    stdin = jobs[0].path is None
+    if stdin and typer.get_text_stream("stdin").isatty():
+        usage_error("'-' reads an image from stdin, but stdin is a terminal; pipe one in (e.g. < photo.jpg)")
+    if refine and stdin:
+        usage_error("--refine reads the inputs twice (to train, then to stylize); give files, not stdin")
+    with guarded("-o "):
+        plan = batch.plan_outputs(output, jobs, found.batch, out_fmt)
+    if plan.mode == "stdout":
+        if as_json:
+            usage_error("--json prints to stdout, but stdout would carry the image; give -o FILE or -o DIR/")
+        if typer.get_text_stream("stdout").isatty():
+            usage_error("refusing to write binary image data to a terminal; redirect stdout (> out.png) or give -o FILE")
+    for note in found.notes:
+        echo_err(f"Warning: {note}")
+
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    stylizer = load_stylizer(model, device, log=echo_err)
+    with guarded():
+        code = _style_code(stylizer, net, style_paths, weights, need_vgg=strength < 1.0)
+    if refine:
+        code = _refine(stylizer, style_paths[0], [j.path for j in jobs], refine, err)
+
+    outcomes = _run(jobs, plan, lambda p: stylizer.stylize_picture(p, code, strength, preserve_color, max_side),
+                    overwrite, quality, err)
+    done = [o for o in outcomes if o.error is None]
+    failed = [{"input": a, "error": f"{a}: {r}"} for a, r in found.missing]
+    failed += [{"input": o.job.label, "error": describe(o.error)} for o in outcomes if o.error is not None]
+    if as_json:
+        typer.echo(json.dumps({"outputs": [_row(o) for o in done], "failed": failed, "model": stylizer.model_id,
+                               "device": str(stylizer.device)}, ensure_ascii=False))
+    if len(done) == 1 and not failed and done[0].output is not None:
+        r = _row(done[0])
+        echo_err(f"Wrote {r['output']} ({r['width']}x{r['height']}, {r['ms']} ms)")
+    elif len(jobs) + len(found.missing) > 1 or failed:
+        echo_err(f"{len(done)} done, {len(failed)} failed" + (":" if failed else "."))
+        for f in failed:
+            echo_err(f"  {f['error']}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _style_code(stylizer, net: Path | None, styles: list[Path], weights: list[float] | None, need_vgg: bool):
+    """The style code (or the --net network) every image of the run uses; a bad style is a usage error."""
+    from ..images import ImageError
+
+    if net is not None:
+        from ..train.finetune import load_net
+
+        return load_net(net, base=stylizer.meta.base, device=stylizer.device, dtype=stylizer.dtype)
+    try:
+        code = stylizer.blend(styles, weights)
+    except ImageError as exc:
+        usage_error(f"style image {exc}")
+    except ValueError as exc:
+        usage_error(str(exc))
+    except OSError as exc:
+        usage_error(f"cannot read style image ({exc.strerror or exc})")
+    if need_vgg:  # strength < 1 encodes each content image too: fail now, not once per file
+        stylizer.vgg  # noqa: B018 - loads it
+    return code
+
+
+def _row(o: batch.Outcome) -> dict[str, Any]:
+    return {"input": o.job.label, "output": "-" if o.output is None else str(o.output),
+            "width": o.size[0], "height": o.size[1], "ms": o.ms}
+
+
+def _run(jobs: list[batch.Job], plan: batch.OutputPlan, stylize, overwrite: bool, quality: int,
+         err) -> list[batch.Outcome]:
+    """The overlapped batch with a progress bar on a terminal; Ctrl-C stops it with nothing half-written."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show_bar = len(jobs) > 1 and err.is_terminal
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    outcomes: list[batch.Outcome] = []
+    try:
+        with Progress(*columns, console=err, disable=not show_bar, transient=True) as bar:
+            task = bar.add_task("stylizing", total=len(jobs))
+            for outcome in batch.run(jobs, plan, stylize, overwrite=overwrite, quality=quality,
+                                     read_stdin=typer.get_binary_stream("stdin").read, write_stdout=_write_stdout):
+                outcomes.append(outcome)
+                if show_bar and outcome.error is None:
+                    bar.console.print(f"{outcome.job.label} -> {_row(outcome)['output']}", markup=False)
+                bar.advance(task)
+    except KeyboardInterrupt:
+        echo_err(f"Interrupted: {sum(o.error is None for o in outcomes)} done; no partial files were left behind.")
+        raise typer.Exit(INTERRUPTED) from None
+    return outcomes
