@@ -6,12 +6,10 @@ import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save
 
 from . import memory
@@ -19,41 +17,10 @@ from .model.io import ModelError, load_model
 from .model.meta import StyleCode, mix
 from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, polyphase, transform, transform_polyphase
 from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
-from .paths import atomic_write_bytes, cache_dir
+from .paths import DEFAULT_MODEL, atomic_write_bytes, cache_dir, default_model_path  # noqa: F401 - re-exported
+from .tensors import load_rgb_tensor, pick_device, resize
 
-DEFAULT_MODEL = "metastyle-base8.safetensors"
 StyleLike = "str | os.PathLike | bytes | np.ndarray | StyleCode"
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA GPU is available")
-        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' requested but Apple's MPS is not available")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def default_model_path() -> Path:
-    """``$METASTYLE_MODEL``, else the model shipped inside the package (``weights/`` of the source tree)."""
-    if env := os.environ.get("METASTYLE_MODEL"):
-        return Path(env).expanduser()
-    return Path(str(resources.files("metastyle_batch.weights").joinpath(DEFAULT_MODEL)))
-
-
-def load_rgb_tensor(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) float array in [0, 1] → (1, 3, H, W) float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
 
 
 def preserve_colors(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -170,10 +137,7 @@ class Stylizer:
     @torch.no_grad()
     def encode_array(self, rgb: np.ndarray) -> StyleCode:
         """Uncached encode: shorter side resized to the model's style size, VGG statistics, meta hidden layer."""
-        x = load_rgb_tensor(rgb).to(self.device)
-        scale = self.style_size / min(x.shape[-2:])
-        size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        x = resize(load_rgb_tensor(rgb).to(self.device), shorter=self.style_size)
         return StyleCode(self.encode_batch(x)[0].cpu())
 
     @torch.no_grad()
@@ -263,6 +227,12 @@ class Stylizer:
                     self._log(f"ONNX Runtime export failed, running the network in PyTorch ({e})")
         return entry.ort or None
 
+    def onnx_bytes(self, code: StyleCode | Params) -> bytes:
+        """The generated network for ``code`` as an ONNX graph (what :mod:`metastyle_batch.netcache` keeps)."""
+        from .onnx_export import export_onnx_bytes
+
+        return export_onnx_bytes(code if isinstance(code, dict) else self.network(code), self.meta.base)
+
     @torch.no_grad()
     def run(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1], any size → stylized (B, 3, H, W) in [0, 1], float32 on the device."""
@@ -272,7 +242,9 @@ class Stylizer:
             x = x.contiguous(memory_format=torch.channels_last)
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         if x.shape[0] == 1 and pixels > self.max_pixels:
-            y = transform(x, params, self.meta.base, ops=TiledOps(self.device, self.dtype, self.tile)).to(self.device)
+            memory.release()  # what decoding left in the heap
+            tiled = TiledOps(self.device, self.dtype, self.tile, store_dtype=torch.float16)  # 24 MP in < 1.5 GB
+            y = transform(x, params, self.meta.base, ops=tiled).to(self.device, torch.float32)
         else:
             entry = self._prepare(params)
             if (ort := self._ort_network(entry, pixels)) is not None:
@@ -307,9 +279,7 @@ class Stylizer:
         """
         x = load_rgb_tensor(content)
         if max_side and max(x.shape[-2:]) > max_side:
-            scale = max_side / max(x.shape[-2:])
-            size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+            x = resize(x, longer=max_side, mode="bicubic")
             content = x[0].permute(1, 2, 0).numpy()
         if isinstance(style, dict):
             params = style

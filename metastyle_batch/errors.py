@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MetastyleError", "OutputExistsError", "check_output", "one_line"]
+__all__ = ["MetastyleError", "OutputError", "OutputExistsError", "check_output", "one_line"]
 
 
 def one_line(text: object) -> str:
@@ -31,15 +31,20 @@ class MetastyleError(Exception):
         super().__init__(f"{self.file}: {self.reason}" if self.file else self.reason)
 
 
-class OutputExistsError(MetastyleError, FileExistsError):
-    """The output is already there and replacing it was not asked for (shells add how to ask)."""
+class OutputError(MetastyleError):
+    """The output path cannot be used (a folder where a file is wanted)."""
 
     exit_code = 2
 
 
-def check_output(dest: str | os.PathLike, overwrite: bool, error: type[MetastyleError] = OutputExistsError) -> None:
+class OutputExistsError(OutputError, FileExistsError):
+    """The output is already there and replacing it was not asked for (shells add how to ask)."""
+
+
+def check_output(dest: str | os.PathLike, overwrite: bool, exists: type[MetastyleError] = OutputExistsError,
+                 unusable: type[MetastyleError] = OutputError) -> None:
     """The one output-exists check: refuse a folder, or an existing file unless ``overwrite``."""
     if os.path.isdir(dest):
-        raise error(dest, "is a directory; give a file name")
+        raise unusable(dest, "is a directory; give a file name")
     if os.path.lexists(dest) and not overwrite:
-        raise error(dest, "exists")
+        raise exists(dest, "exists")

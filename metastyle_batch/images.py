@@ -314,7 +314,7 @@ def write_image(
     fmt = format or format_for_path(path)
     if fmt is None:
         raise ImageError(label, f"unknown image extension {path.suffix!r}; name a format or use .png/.jpg/.webp/.tiff")
-    check_output(path, overwrite, ImageExistsError)
+    check_output(path, overwrite, ImageExistsError, ImageError)
     try:
         data = encode_image(picture, fmt, quality=quality)
     except ImageError as exc:
@@ -340,7 +340,8 @@ def _as_rgb(frame: np.ndarray) -> np.ndarray:
         raise ImageError("<output>", f"frame must be HxW or HxWx3, got shape {arr.shape}")
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    return np.clip(np.nan_to_num(arr), 0.0, 1.0)
+    arr = np.nan_to_num(arr)  # one copy, clipped in place: a 24 MP frame is 288 MB
+    return np.clip(arr, 0.0, 1.0, out=arr)
 
 
 def _as_alpha(alpha: np.ndarray | None, rgb: np.ndarray) -> np.ndarray | None:
@@ -359,4 +360,8 @@ def _as_alpha(alpha: np.ndarray | None, rgb: np.ndarray) -> np.ndarray | None:
 
 def _to_8bit_image(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
     channels = rgb if alpha is None else np.dstack([rgb, alpha])
-    return Image.fromarray(np.round(channels * 255).astype(np.uint8))
+    out = np.empty(channels.shape, np.uint8)
+    rows = max(1, (1 << 20) // max(1, channels.shape[1]))  # in blocks, so no float copy of a whole big frame
+    for r in range(0, channels.shape[0], rows):
+        out[r:r + rows] = np.rint(channels[r:r + rows] * 255)
+    return Image.fromarray(out)

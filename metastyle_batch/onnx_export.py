@@ -3,26 +3,21 @@
 The graph takes ``image`` (N, 3, H, W) float32 RGB in [0, 1] with H and W multiples of 4 (use
 ``pad_to_multiple``/``crop_back`` around it) and returns ``stylized`` (N, 3, H, W) float32, **unclamped**,
 exactly like :func:`~metastyle_batch.model.transform.transform`. Batch, height and width are dynamic axes.
-``onnx``/``onnxruntime`` are imported only inside the functions that need them.
+Running it is :mod:`metastyle_batch.ort` (re-exported here); ``onnx`` itself is never imported.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from .memory import KEEP_PIXELS
 from .model.transform import Params, polyphase, single_network
+from .ort import INPUT_NAME, OUTPUT_NAME, OrtNetwork, ort_available
 
-if TYPE_CHECKING:  # pragma: no cover
-    import onnxruntime
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "stylized"
 
 
 # ---- a minimal protobuf writer for the few ONNX messages the graph needs (field numbers from onnx.proto) ----
@@ -152,76 +147,6 @@ def export_onnx(params: Params, base: int, path: str | os.PathLike | BinaryIO, o
             f.write(data)
     else:
         path.write(data)
-
-
-def ort_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-_shared_arena: bool | None = None
-
-
-def _shared_cpu_arena(ort) -> bool:
-    """Register one CPU arena for every session of the process (once): the networks of different styles then
-    share its memory instead of each keeping its own peak."""
-    global _shared_arena
-    if _shared_arena is None:
-        try:
-            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-            _shared_arena = True
-        except Exception:  # an onnxruntime without it: every session keeps its own arena
-            _shared_arena = False
-    return _shared_arena
-
-
-class OrtNetwork:
-    """An ONNX Runtime CPU session for one exported generated network; call it like ``transform``."""
-
-    def __init__(self, model: bytes | str | os.PathLike, threads: int | None = None, spin: bool = False,
-                 keep_pixels: int = KEEP_PIXELS):
-        """``spin=False`` stops idle ORT worker threads busy-waiting, which would steal cores from torch (and
-        from anything else on a shared CPU) between calls. The memory arena is kept between calls of up to
-        ``keep_pixels`` pixels (batch included) and handed back after bigger ones.
-        """
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        if _shared_cpu_arena(ort):
-            opts.add_session_config_entry("session.use_env_allocators", "1")
-        opts.log_severity_level = 3  # warnings about unused initializers etc. are noise here
-        source = model if isinstance(model, bytes) else os.fspath(model)
-        self.session: onnxruntime.InferenceSession = ort.InferenceSession(
-            source, sess_options=opts, providers=["CPUExecutionProvider"])
-        self.keep_pixels = keep_pixels
-        self._keep = ort.RunOptions()
-        self._shrink = ort.RunOptions()
-        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-
-    @classmethod
-    def from_params(cls, params: Params, base: int, threads: int | None = None, spin: bool = False,
-                    opset: int = 17) -> "OrtNetwork":
-        return cls(export_onnx_bytes(params, base, opset), threads, spin)
-
-    def __call__(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1], sides a multiple of 4 → unclamped stylized (N, 3, H, W) float32 CPU tensor."""
-        if isinstance(x, torch.Tensor):
-            x = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % 4 or x.shape[3] % 4:
-            raise ValueError(f"expected (N, 3, H, W) with H and W multiples of 4, got {x.shape}")
-        big = x.shape[0] * x.shape[2] * x.shape[3] > self.keep_pixels
-        (y,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: x}, self._shrink if big else self._keep)
-        return torch.from_numpy(y)
 
 
 __all__ = ["export_onnx", "export_onnx_bytes", "ort_available", "OrtNetwork", "INPUT_NAME", "OUTPUT_NAME"]

@@ -6,8 +6,20 @@ import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
+
+
+DEFAULT_MODEL = "metastyle-base8.safetensors"
+VGG_CACHE_NAME = "vgg16_features23.safetensors"  # the converted VGG-16 weights in the cache
+
+
+def default_model_path() -> Path:
+    """``$METASTYLE_MODEL``, else the model shipped inside the package (``weights/`` of the source tree)."""
+    if env := os.environ.get("METASTYLE_MODEL"):
+        return Path(env).expanduser()
+    return Path(str(resources.files("metastyle_batch.weights").joinpath(DEFAULT_MODEL)))
 
 
 def cache_dir() -> Path:
@@ -19,15 +31,19 @@ def cache_dir() -> Path:
 
 
 @contextmanager
-def atomic_path(dest: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike, mode: int | None = None, *, exclusive: bool = False,
+                suffix: str = ".part") -> Iterator[Path]:
     """A hidden temp path beside ``dest`` to write to; on success it is fsynced and renamed onto ``dest``.
 
     Readers never see a partial file and a crash leaves no half-written output (only a ``.NAME.xxxxxxxx.part``
     temp file, which is removed on any error raised here). ``mode`` defaults to the usual umask permissions.
+    ``exclusive``: the file appears only if nothing is at ``dest`` yet (hard link, else :class:`FileExistsError`),
+    so of two writers of one output exactly one wins; without hard links (FAT, some network file systems) it is a
+    check, then a rename. ``suffix`` ends the temp name (``".part.mp4"`` for a writer that goes by the extension).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -35,15 +51,32 @@ def atomic_path(dest: str | os.PathLike, mode: int | None = None) -> Iterator[Pa
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())  # the rename must never expose an empty file after a power cut
         os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600
-        os.replace(tmp, dest)
+        if exclusive:
+            _link_new(tmp, dest)
+        else:
+            os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(dest: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+def _link_new(tmp: Path, dest: Path) -> None:
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here
+        if os.path.lexists(dest):
+            raise FileExistsError(17, "File exists", os.fspath(dest)) from None
+        os.replace(tmp, dest)
+        return
+    tmp.unlink()
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes, mode: int | None = None, *,
+                       exclusive: bool = False) -> None:
     """Write ``data`` to ``dest`` through :func:`atomic_path`."""
-    with atomic_path(dest, mode) as tmp:
+    with atomic_path(dest, mode, exclusive=exclusive) as tmp:
         tmp.write_bytes(data)
 
 

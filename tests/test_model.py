@@ -124,3 +124,15 @@ def test_generated_gains_scale_channels_and_start_at_one():
     assert (transform(x, params, 8) - transform(x, ungained, 8)).abs().mean() > 0.01
     doubled = dict(params, **{"res5b.gain": params["res5b.gain"] * 2})
     assert (transform(x, doubled, 8) - transform(x, params, 8)).abs().mean() > 0.01
+
+
+@torch.no_grad()
+def test_tiled_half_precision_store_is_within_one_level():
+    """Big images keep their activations in float16 between layers: a level off here and there, no more."""
+    meta = _meta()
+    params = meta.network(torch.relu(torch.randn(meta.hidden_dim)))
+    x, _ = pad_to_multiple(torch.rand(1, 3, 98, 141))
+    whole = transform(x, params, 8).clamp(0, 1)
+    half = transform(x, params, 8, ops=TiledOps(torch.device("cpu"), torch.float32, tile=40, store_dtype=torch.float16))
+    diff = (whole - half.float().clamp(0, 1)).abs()
+    assert diff.max() < 1 / 255 and diff.mean() < 0.05 / 255

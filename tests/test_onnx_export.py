@@ -86,11 +86,11 @@ def test_export_rejects_several_networks_and_bad_sizes(generated):
 def test_sessions_share_one_arena_and_big_calls_hand_it_back(generated):
     """Two sessions on the process-wide arena, one handing it back after every call (keep_pixels=0): the
     same numbers either way, and both stay right when calls of different sizes alternate."""
-    from metastyle_batch import onnx_export
+    from metastyle_batch import ort
 
     params, blob = generated
     keep, shrink = OrtNetwork(blob, threads=1), OrtNetwork(blob, threads=1, keep_pixels=0)
-    assert onnx_export._shared_arena is True  # onnxruntime >= 1.17 (the pinned minimum) supports it
+    assert ort._shared_arena is True  # onnxruntime >= 1.17 (the pinned minimum) supports it
     for shape in [(1, 3, 64, 64), (1, 3, 32, 48), (2, 3, 64, 64)]:
         x = torch.rand(*shape)
         ref = transform(x, params, 8)

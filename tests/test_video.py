@@ -550,3 +550,68 @@ def test_cli_help() -> None:
     for word in ("--style", "--to", "--keyframes", "--ease", "--strength", "--preserve-color", "--batch",
                  "--max-side", "--quality", "--device", "--json", "--overwrite"):
         assert word in res.stdout
+
+
+# ------------------------------------------------------------------------------------------ errors, workers
+
+
+def test_video_errors_are_metastyle_errors(clips, tmp_path: Path) -> None:
+    """One taxonomy: exit codes on the classes, one-line messages that name files but no command-line flags."""
+    from metastyle_batch.errors import MetastyleError, OutputExistsError
+    from metastyle_batch.video import VideoExistsError, check_destination
+
+    assert issubclass(VideoError, MetastyleError) and VideoError.exit_code == 1
+    assert issubclass(VideoInputError, VideoError) and VideoInputError.exit_code == 2
+    assert issubclass(KeyframeError, MetastyleError) and issubclass(KeyframeError, ValueError)
+    assert KeyframeError.exit_code == 2
+    assert str(VideoError("a\nb.mp4", "bad\n  thing")) == "a\\nb.mp4: bad thing"
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"x")
+    raised = []
+    for dst, overwrite in ((out, False), (tmp_path, True), (clips["clip"], True)):
+        with pytest.raises(VideoError) as exc:
+            check_destination(clips["clip"], dst, overwrite)
+        assert exc.value.exit_code == 2
+        raised.append(exc.value)
+    assert isinstance(raised[0], VideoExistsError) and isinstance(raised[0], OutputExistsError)
+    assert not any(isinstance(e, OutputExistsError) for e in raised[1:])  # --overwrite would not help there
+    with pytest.raises(KeyframeError) as kexc:
+        parse_keyframes("")
+    with pytest.raises(VideoError) as vexc:
+        stylize_video(Identity(), clips["clip"], out, "style")
+    for e in [*raised, kexc.value, vexc.value]:
+        assert "--" not in str(e), str(e)
+
+
+@pytest.mark.parametrize("keys", ["fixed", "transition"])
+def test_parallel_workers_give_the_same_frames(stylizer, clips, tmp_path: Path, style_image: Path,
+                                               style_image2: Path, keys: str) -> None:
+    """Two batches computed at once (the CPU default with 2+ torch threads) write exactly what one worker does,
+    for one network and for per-frame codes; against the old default (one worker, all torch threads) within
+    1/255 before encoding (CRF 0, so the RGB → YUV 4:2:0 rounding can make that 2/255 after it)."""
+    from metastyle_batch.video import transition
+
+    style = style_image if keys == "fixed" else transition(style_image, style_image2)
+    kw = dict(max_side=96, batch=2, quality=100, overwrite=True)
+    one = stylize_video(stylizer, clips["noaudio"], tmp_path / "one.mp4", style, workers=1, **kw)
+    two = stylize_video(stylizer, clips["noaudio"], tmp_path / "two.mp4", style, workers=2, **kw)
+    assert (one["workers"], two["workers"], two["frames"]) == (1, 2, 60)
+    assert np.array_equal(decode(tmp_path / "one.mp4"), decode(tmp_path / "two.mp4"))
+    assert two["flicker"] == pytest.approx(one["flicker"], abs=1e-4)
+
+    torch.set_num_threads(2)  # the fixture restores it
+    old = stylize_video(stylizer, clips["noaudio"], tmp_path / "old.mp4", style, workers=1, **kw)
+    new = stylize_video(stylizer, clips["noaudio"], tmp_path / "new.mp4", style, **kw)
+    assert (old["threads"], new["workers"], new["threads"]) == (2, 2, 1)
+    assert torch.get_num_threads() == 2  # given back after the run
+    a, b = decode(tmp_path / "old.mp4").astype(np.int16), decode(tmp_path / "new.mp4").astype(np.int16)
+    assert np.abs(a - b).max() <= 2 and mad(a, b) < 0.05  # equal here; thread counts may reorder float sums
+
+
+def test_parallel_workers_failure_leaves_nothing(clips, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="simulated"):
+        stylize_video(Identity(fail_at=30), clips["clip"], out, "style", batch=2, workers=2)
+    assert not out.exists() and leftovers(tmp_path) == []
+    stats = stylize_video(Identity(), clips["clip"], out, "style", batch=3, workers=2)
+    assert stats["frames"] == 60 and mad(decode(out), decode(clips["clip"])) < 3.0

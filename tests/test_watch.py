@@ -547,3 +547,38 @@ def test_config_and_cli_errors_are_one_line(tmp_path, style_image):
     assert [f.name for f in cfg.folders] == ["phone-uploads", "scans"] and cfg.settle == 2.0
     unit = (ROOT / "examples" / "metastyle-watch.service").read_text()
     assert "watch --config" in unit and "[Install]" in unit
+
+
+# ------------------------------------------------------------------------------------------ package shape
+
+
+def test_importing_the_package_does_not_import_torch():
+    """``watch --status`` and config checks stay fast: torch comes with the engine or the first video only."""
+    code = ("import sys, metastyle_batch.watch, metastyle_batch.commands.watch; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_watch_errors_are_usage_errors_of_the_one_taxonomy(tmp_path, style_image):
+    from metastyle_batch.errors import MetastyleError
+
+    assert issubclass(WatchError, MetastyleError) and WatchError.exit_code == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[folder]\n")
+    with pytest.raises(WatchError) as info:
+        load_config(bad)
+    assert str(info.value).startswith(f"{bad}: invalid TOML") and "\n" not in str(info.value)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(WatchError, match="unknown format 'heic'; use bmp, gif, jpeg, png, tiff, webp"):
+        FolderSpec(tmp_path / "in", tmp_path / "o", style_image, format="heic").resolved()
+    assert FolderSpec(tmp_path / "in", tmp_path / "o", style_image, format="TIF").resolved().format == "tiff"
+
+
+def test_partial_outputs_are_recognised_by_name():
+    from metastyle_batch.watch.rules import is_partial_output
+
+    for name in (".a.png.abc123_z.part", ".b.JPEG.k2j3h4g5.part", ".clip.mp4.zzzzzzzz.part"):
+        assert is_partial_output(name), name
+    for name in ("a.png", ".a.png.part", ".notes.txt.abc123_z.part", ".a.png.ABC123_Z.part"):
+        assert not is_partial_output(name), name

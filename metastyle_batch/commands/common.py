@@ -44,9 +44,11 @@ def describe(exc: BaseException) -> str:
 @contextmanager
 def guarded(prefix: str = "") -> Iterator[None]:
     """The one error → exit-code table: a :class:`MetastyleError` becomes ``Error: <one line>`` with its
-    ``exit_code``, Ctrl-C exit 130, an OSError exit 1; anything else is a bug and keeps its traceback."""
+    ``exit_code``; Ctrl-C exit 130; an OSError, or anything torch or a library raised, one line and exit 1."""
     try:
         yield
+    except (typer.Exit, typer.Abort):
+        raise
     except MetastyleError as exc:
         echo_err(f"Error: {prefix}{describe(exc)}")
         raise typer.Exit(exc.exit_code) from None
@@ -56,6 +58,9 @@ def guarded(prefix: str = "") -> Iterator[None]:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         echo_err(f"Error: {prefix}{where}{exc.strerror or one_line(exc)}")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # torch / numpy / unexpected: still one line
+        echo_err(f"Error: {prefix}{type(exc).__name__}: {one_line(exc)}")
         raise typer.Exit(1) from None
 
 
@@ -95,9 +100,23 @@ def check_image_file(path: str | Path, what: str = "style image", option: str | 
     return p
 
 
+def encode_style(stylizer, styles: list[Path], weights: list[float] | None = None):
+    """Style image(s) → one style code; an unreadable style or missing VGG-16 weights is a usage error."""
+    from ..images import ImageError
+
+    try:
+        return stylizer.blend(styles, weights)
+    except ImageError as exc:
+        usage_error(f"style image {exc}")
+    except (MetastyleError, ValueError) as exc:
+        usage_error(str(exc))
+    except OSError as exc:
+        usage_error(f"cannot read style image {exc.filename or ''} ({exc.strerror or exc})")
+
+
 def check_device(device: str):
     """The torch device for ``--device``; an unknown or missing one is a usage error."""
-    from ..engine import pick_device
+    from ..tensors import pick_device
 
     try:
         return pick_device(device)
@@ -107,7 +126,8 @@ def check_device(device: str):
 
 def load_stylizer(model: Path | None, device: str, log=None):
     """Load the meta network once; every failure (missing, damaged, not ours) is a one-line usage error."""
-    from ..engine import Stylizer, default_model_path
+    from ..engine import Stylizer
+    from ..paths import default_model_path
     from ..model.io import ModelError
 
     check_device(device)

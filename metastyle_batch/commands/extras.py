@@ -17,10 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import check_output
 from .common import DEVICES as _DEVICES, check_device as _check_device, check_image_file, fail as _fail, \
-    load_stylizer as _load_stylizer, one_line as _one_line, usage_error as _usage_error
-
-_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    encode_style, guarded, load_stylizer as _load_stylizer, one_line as _one_line, usage_error as _usage_error
 
 
 def register(app: typer.Typer) -> None:
@@ -42,17 +41,10 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool, suffixes: t
         _usage_error("-o - (stdout) is not supported here; give an output file name")
     if dst.suffix.lower() not in suffixes:
         _usage_error(f"-o {output}: {kind} must end in {' or '.join(suffixes)}")
-    if dst.is_dir():
-        _usage_error(f"{output}: is a directory; give an output file name")
-    if os.path.lexists(dst):
-        for src in inputs:
-            try:
-                if os.path.samefile(src, dst):
-                    _usage_error(f"{output}: is an input file; choose another -o")
-            except OSError:
-                pass
-        if not overwrite:
-            _usage_error(f"{output}: exists; pass --overwrite to replace it")
+    for src in inputs:
+        if os.path.lexists(dst) and os.path.samefile(src, dst):
+            _usage_error(f"{output}: is an input file; choose another -o")
+    check_output(dst, overwrite)
     parent = dst.parent
     if os.path.lexists(parent) and not parent.is_dir():
         _usage_error(f"{output}: {parent} is not a folder")
@@ -61,17 +53,7 @@ def _check_output(output: Path, inputs: list[Path], overwrite: bool, suffixes: t
 
 def _encode(stylizer, path: Path):
     """Style image → code; unreadable images and missing VGG weights are usage errors."""
-    from ..images import ImageError
-    from ..model.vgg_weights import VGGWeightsError
-
-    try:
-        return stylizer.encode(path)
-    except ImageError as exc:
-        _usage_error(f"style image {exc}")
-    except VGGWeightsError as exc:
-        _usage_error(_one_line(exc))
-    except OSError as exc:
-        _usage_error(f"cannot read style image {path} ({exc.strerror or exc})")
+    return encode_style(stylizer, [path])
 
 
 def _read_rgb(path: Path, what: str):
@@ -81,18 +63,6 @@ def _read_rgb(path: Path, what: str):
         return read_image(path).frames[0]
     except ImageError as exc:
         _usage_error(f"{what} {exc}")
-
-
-def _resize(x, longer: Optional[int] = None, shorter: Optional[int] = None, upscale: bool = False):
-    """Resize a (1, 3, H, W) tensor so its longer side is at most ``longer`` (or its shorter side is ``shorter``)."""
-    import torch.nn.functional as F
-
-    h, w = x.shape[-2:]
-    scale = (longer / max(h, w)) if longer else (shorter / min(h, w))
-    if scale == 1 or (scale > 1 and not upscale):
-        return x
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=scale < 1).clamp(0, 1)
 
 
 def _write(rgb_tensor, dst: Path, overwrite: bool) -> None:
@@ -105,21 +75,18 @@ def _write(rgb_tensor, dst: Path, overwrite: bool) -> None:
         _fail(str(exc))
 
 
-def _run_guarded(fn, *args) -> None:
-    """Ctrl-C → 130; errors the body did not turn into an exit → one line, exit 1."""
-    from ..model.vgg_weights import VGGWeightsError
+def __getattr__(name: str):
+    """Old import path of :func:`metastyle_batch.model.meta.random_code`, without importing torch at start-up."""
+    if name == "random_code":
+        from ..model.meta import random_code
 
-    try:
+        return random_code
+    raise AttributeError(name)
+
+
+def _guarded(fn, *args) -> None:
+    with guarded():
         fn(*args)
-    except KeyboardInterrupt:
-        typer.echo("Interrupted: no output was written.", err=True)
-        raise typer.Exit(130)
-    except (typer.Exit, typer.Abort):
-        raise
-    except VGGWeightsError as exc:
-        _usage_error(_one_line(exc))
-    except Exception as exc:  # torch / OS / unexpected: one line, exit 1
-        _fail(f"{type(exc).__name__}: {_one_line(exc)}")
 
 
 def _console():
@@ -165,7 +132,7 @@ def optimize(
 
       metastyle-batch optimize photo.jpg --style wave.jpg -o photo_gatys.png --steps 300
     """
-    _run_guarded(_optimize, content, style, output, steps, size, style_size, optimizer, lr, content_layer,
+    _guarded(_optimize, content, style, output, steps, size, style_size, optimizer, lr, content_layer,
                  content_weight, style_weight, tv_weight, device, overwrite)
 
 
@@ -173,24 +140,24 @@ def _optimize(content, style, output, steps, size, style_size, optimizer, lr, co
               style_weight, tv_weight, device, overwrite) -> None:
     import torch
 
-    from ..engine import load_rgb_tensor
-    from ..model.vgg import load_vgg
+    from ..model.vgg import STYLE_LAYERS, load_vgg
+    from ..tensors import load_rgb_tensor, resize
     from ..train.gatys import OPTIMIZERS, image_losses
     from ..train.gatys import optimize as run_optimize
 
     optimizer = optimizer.lower()
     if optimizer not in OPTIMIZERS:
         _usage_error(f"--optimizer {optimizer!r}: use lbfgs or adam")
-    if content_layer not in _LAYERS:
-        _usage_error(f"--content-layer {content_layer!r}: use {', '.join(_LAYERS)}")
+    if content_layer not in STYLE_LAYERS:
+        _usage_error(f"--content-layer {content_layer!r}: use {', '.join(STYLE_LAYERS)}")
     src = _check_input(content, "content image")
     style_path = _check_input(style, "style image")
     dst = _check_output(output, [src, style_path], overwrite, (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"),
                         "the output image")
     dev = _check_device(device)
-    c = _resize(load_rgb_tensor(_read_rgb(src, "content image")), longer=size).to(dev)
-    s = _resize(load_rgb_tensor(_read_rgb(style_path, "style image")), shorter=style_size or min(c.shape[-2:]),
-                upscale=True).to(dev)
+    c = resize(load_rgb_tensor(_read_rgb(src, "content image")), longer=size, mode="bicubic", upscale=False).to(dev)
+    s = resize(load_rgb_tensor(_read_rgb(style_path, "style image")), shorter=style_size or min(c.shape[-2:]),
+               mode="bicubic").to(dev)
     vgg = load_vgg(log=lambda m: typer.echo(m, err=True)).to(dev)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -251,7 +218,7 @@ def finetune(
 
       metastyle-batch finetune --style wave.jpg --content photos/ -o wave.safetensors --steps 1000
     """
-    _run_guarded(_finetune, style, output, content_dir, steps, lr, batch, crop, seed, model, device, overwrite)
+    _guarded(_finetune, style, output, content_dir, steps, lr, batch, crop, seed, model, device, overwrite)
 
 
 def _finetune(style, output, content_dir, steps, lr, batch, crop, seed, model, device, overwrite) -> None:
@@ -324,7 +291,7 @@ def export(
 
       metastyle-batch export --style wave.jpg -o wave.onnx
     """
-    _run_guarded(_export, output, style, net, opset, model, device, overwrite)
+    _guarded(_export, output, style, net, opset, model, device, overwrite)
 
 
 def _export(output, style, net, opset, model, device, overwrite) -> None:
@@ -409,31 +376,12 @@ def texture(
 
       metastyle-batch texture --random --seed 3 -o random3.png
     """
-    _run_guarded(_texture, output, style, random, size, seed, spread, model, device, overwrite)
-
-
-def random_code(meta, seed: int = 0, spread: float = 1.0):
-    """A random StyleCode: z ~ N(0, 1) in the standardised input space, through the hidden layer (ReLU)."""
-    import torch
-
-    from ..model.meta import StyleCode
-
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(1, meta.feat_mean.numel(), generator=g).to(meta.feat_mean.device)
-    with torch.no_grad():
-        hidden = meta.encode_features(meta.feat_mean + meta.feat_std * z * spread)
-    return StyleCode(hidden[0].float().cpu())
-
-
-def noise_image(height: int, width: int, seed: int = 0):
-    """(1, 3, H, W) Gaussian noise around mid-grey (std 0.25), clamped to [0, 1]."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    return (0.5 + 0.25 * torch.randn(1, 3, height, width, generator=g)).clamp(0, 1)
+    _guarded(_texture, output, style, random, size, seed, spread, model, device, overwrite)
 
 
 def _texture(output, style, random, size, seed, spread, model, device, overwrite) -> None:
+    from ..model.meta import noise_image, random_code
+
     if random and style is not None:
         _usage_error("use either --style FILE or --random, not both")
     if not random and style is None:
@@ -475,18 +423,18 @@ def interpolate(
 
       metastyle-batch interpolate photo.jpg --style wave.jpg --to scream.jpg --steps 6 -o strip.png
     """
-    _run_guarded(_interpolate, content, style, to, output, steps, size, cell, model, device, overwrite)
+    _guarded(_interpolate, content, style, to, output, steps, size, cell, model, device, overwrite)
 
 
 def _interpolate(content, style, to, output, steps, size, cell, model, device, overwrite) -> None:
-    from ..engine import load_rgb_tensor
+    from ..tensors import load_rgb_tensor, resize
     from ..grid import save_grid
     from ..model.meta import mix
 
     src = _check_input(content, "content image")
     a_path, b_path = _check_input(style, "style image"), _check_input(to, "--to style image")
     dst = _check_output(output, [src, a_path, b_path], overwrite, (".png",), "the grid")
-    x = _resize(load_rgb_tensor(_read_rgb(src, "content image")), longer=size)
+    x = resize(load_rgb_tensor(_read_rgb(src, "content image")), longer=size, mode="bicubic", upscale=False)
     a_img, b_img = (load_rgb_tensor(_read_rgb(p, "style image"))[0] for p in (a_path, b_path))
     stylizer = _load_stylizer(model, device)
     a, b = _encode(stylizer, a_path), _encode(stylizer, b_path)

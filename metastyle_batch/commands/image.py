@@ -11,9 +11,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .. import batch
+from .. import batch, netcache
 from .common import DEVICES as _DEVICES
-from .common import INTERRUPTED, check_image_file, describe, echo_err, guarded, load_stylizer, parse_format, usage_error
+from .common import (INTERRUPTED, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
+                     usage_error)
 
 
 def register(app: typer.Typer) -> None:
@@ -106,6 +107,16 @@ def image(
     refine: Annotated[int, typer.Option(
         min=0, metavar="N", help="Good on demand: fine-tune the generated network for N steps on crops of these "
                                  "inputs first (one --style; 100 steps ≈ 1-2 min on a CPU), then use it for all.")] = 0,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Run the batch on a Ray cluster (pip install 'metastyle-batch\\[ray]'): a new local one, or the "
+                      "one at --ray-address / $RAY_ADDRESS. Videos in the inputs are stylized too, one per task; "
+                      "outputs that exist are skipped, so a re-run resumes.")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDR", help="Join this Ray cluster (implies --ray): auto (one started with "
+                                              "`ray start` here), HOST:6379 or ray://HOST:10001.")] = None,
+    ray_workers: Annotated[Optional[int], typer.Option(
+        "--ray-workers", min=1, metavar="N", help="Stylizer workers on Ray (implies --ray; default: one per GPU of "
+                                                  "the cluster, else one per CPU).")] = None,
 ) -> None:
     """Stylize images with one or more style images.
 
@@ -118,6 +129,8 @@ def image(
       metastyle-batch image holiday/ 'extra/*.png' -s wave.jpg -s scream.jpg --mix 0.7,0.3 -o out/
 
       cat in.png | metastyle-batch image - -s wave.jpg --strength 0.6 > out.png
+
+      metastyle-batch image archive/ clips/ -s wave.jpg -o out/ --ray
     """
     out_fmt = parse_format(fmt)
     if bool(style) == bool(net):
@@ -128,6 +141,13 @@ def image(
         usage_error("--refine needs exactly one --style and no --strength (it trains against that style image)")
     style_paths = [check_image_file(s, option="--style") for s in style or []]
     weights = _parse_mix(mix, len(style_paths))
+    if ray or ray_address or ray_workers:  # the same batch as a Ray Data pipeline (metastyle_batch.distributed)
+        from .image_ray import image_on_ray
+
+        return image_on_ray(ray_address, ray_workers, inputs, style_paths, weights, net=net, output=output,
+                            strength=strength, preserve_color=preserve_color, max_side=max_side, device=device,
+                            fmt=out_fmt, overwrite=overwrite, as_json=as_json, model=model, quality=quality,
+                            refine=refine)
     with guarded():
         found = batch.expand_inputs(inputs, skip_previous_outputs=output is None)
     if not found.jobs:
@@ -152,20 +172,39 @@ def image(
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    stylizer = load_stylizer(model, device, log=echo_err)
-    with guarded():
-        code = _style_code(stylizer, net, style_paths, weights, need_vgg=strength < 1.0)
-    if refine:
-        code = _refine(stylizer, style_paths[0], [j.path for j in jobs], refine, err)
+    cache_key, model_id = None, None
+    if not (net or refine or preserve_color or max_side or strength < 1.0) and netcache.usable(device):
+        cache_key, model_id = _cache_key(model, style_paths, weights)
+    engine: dict[str, Any] = {}
 
-    outcomes = _run(jobs, plan, lambda p: stylizer.stylize_picture(p, code, strength, preserve_color, max_side),
-                    overwrite, quality, err)
+    def load_engine() -> None:
+        """The torch path: the meta network, the style code, its generated network (cached for next time)."""
+        engine["stylizer"] = stylizer = load_stylizer(model, device, log=echo_err)
+        with guarded():
+            engine["code"] = _style_code(stylizer, net, style_paths, weights, need_vgg=strength < 1.0)
+        if refine:
+            engine["code"] = _refine(stylizer, style_paths[0], [j.path for j in jobs], refine, err)
+        if cache_key:
+            netcache.store(cache_key, stylizer.onnx_bytes(engine["code"]))
+
+    def with_engine(picture):
+        if not engine:
+            load_engine()
+        return engine["stylizer"].stylize_picture(picture, engine["code"], strength, preserve_color, max_side)
+
+    cached = netcache.CachedNetwork.load(cache_key, with_engine) if cache_key else None
+    if cached is None:
+        load_engine()
+        model_id, where = engine["stylizer"].model_id, str(engine["stylizer"].device)
+    else:
+        where = "cpu"
+    outcomes = _run(jobs, plan, cached.stylize_picture if cached else with_engine, overwrite, quality, err)
     done = [o for o in outcomes if o.error is None]
     failed = [{"input": a, "error": f"{a}: {r}"} for a, r in found.missing]
     failed += [{"input": o.job.label, "error": describe(o.error)} for o in outcomes if o.error is not None]
     if as_json:
-        typer.echo(json.dumps({"outputs": [_row(o) for o in done], "failed": failed, "model": stylizer.model_id,
-                               "device": str(stylizer.device)}, ensure_ascii=False))
+        typer.echo(json.dumps({"outputs": [_row(o) for o in done], "failed": failed, "model": model_id,
+                               "device": where}, ensure_ascii=False))
     if len(done) == 1 and not failed and done[0].output is not None:
         r = _row(done[0])
         echo_err(f"Wrote {r['output']} ({r['width']}x{r['height']}, {r['ms']} ms)")
@@ -177,22 +216,25 @@ def image(
         raise typer.Exit(1)
 
 
+def _cache_key(model: Path | None, styles: list[Path], weights: list[float] | None) -> tuple[str | None, str | None]:
+    """The generated-network cache key and the model id, or (None, None) when a file cannot be read (the engine
+    then reports it properly)."""
+    from ..paths import default_model_path, sha256_file
+
+    try:
+        digest = sha256_file(model or default_model_path())
+        return netcache.key(digest, styles, weights), digest[:12]
+    except OSError:
+        return None, None
+
+
 def _style_code(stylizer, net: Path | None, styles: list[Path], weights: list[float] | None, need_vgg: bool):
     """The style code (or the --net network) every image of the run uses; a bad style is a usage error."""
-    from ..images import ImageError
-
     if net is not None:
         from ..train.finetune import load_net
 
         return load_net(net, base=stylizer.meta.base, device=stylizer.device, dtype=stylizer.dtype)
-    try:
-        code = stylizer.blend(styles, weights)
-    except ImageError as exc:
-        usage_error(f"style image {exc}")
-    except ValueError as exc:
-        usage_error(str(exc))
-    except OSError as exc:
-        usage_error(f"cannot read style image ({exc.strerror or exc})")
+    code = encode_style(stylizer, styles, weights)
     if need_vgg:  # strength < 1 encodes each content image too: fail now, not once per file
         stylizer.vgg  # noqa: B018 - loads it
     return code

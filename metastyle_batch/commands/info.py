@@ -68,7 +68,8 @@ def info(
     """
     import torch
 
-    from ..engine import default_model_path, pick_device
+    from ..paths import default_model_path
+    from ..tensors import pick_device
     from ..model.io import load_model
     from ..model.vgg_weights import VGGWeightsError, resolve_vgg16
     from ..paths import cache_dir
@@ -143,7 +144,7 @@ def setup(
 
       metastyle-batch setup --vgg ~/Downloads/vgg16-397923af.pth
     """
-    from ..engine import default_model_path
+    from ..paths import default_model_path
     from ..model.io import ModelError, load_model
     from ..model.vgg_weights import CACHE_NAME, VGGWeightsError, load_vgg16_state, resolve_vgg16
     from ..paths import atomic_write_bytes, cache_dir
@@ -181,28 +182,32 @@ def setup(
 
 
 
+_KINDS = {"codes": "*.safetensors", "nets": "*.onnx"}  # style codes; generated networks (metastyle_batch.netcache)
+
+
 def _cache_entries():
-    from ..model.vgg_weights import CACHE_NAME
-    from ..paths import cache_dir
+    """(root, {kind: (folder, files)}, the cached VGG-16 file)."""
+    from ..paths import VGG_CACHE_NAME, cache_dir
 
     root = cache_dir()
-    codes = root / "codes"
-    code_files = sorted(codes.glob("*.safetensors")) if codes.is_dir() else []
-    return root, codes, code_files, root / CACHE_NAME
+    kinds = {kind: (root / kind, sorted((root / kind).glob(pattern)) if (root / kind).is_dir() else [])
+             for kind, pattern in _KINDS.items()}
+    return root, kinds, root / VGG_CACHE_NAME
 
 
 def cache_ls() -> None:
-    """List what is in the cache: encoded style codes and the VGG-16 weights.
+    """List what is in the cache: encoded style codes, generated networks and the VGG-16 weights.
 
     [bold]Example[/bold]
 
       metastyle-batch cache ls
     """
-    root, codes, code_files, vgg_file = _cache_entries()
+    root, kinds, vgg_file = _cache_entries()
     out = _stdout_console()
     out.print(f"Cache folder: {root}" + ("" if root.exists() else " (does not exist yet)"), markup=False)
-    code_bytes = sum(f.stat().st_size for f in code_files)
-    out.print(f"  style codes     {_count(len(code_files), 'file'):>11}  {_human(code_bytes):>9}  {codes}", markup=False)
+    for label, (folder, files) in zip(("style codes     ", "style networks  "), kinds.values()):
+        size = sum(f.stat().st_size for f in files)
+        out.print(f"  {label}{_count(len(files), 'file'):>11}  {_human(size):>9}  {folder}", markup=False)
     if vgg_file.is_file():
         out.print(f"  VGG-16 weights  {_count(1, 'file'):>11}  {_human(vgg_file.stat().st_size):>9}  {vgg_file}", markup=False)
     else:
@@ -218,20 +223,21 @@ def cache_clear(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Also remove the cached VGG-16 weights (setup fetches them again).")] = False,
 ) -> None:
-    """Delete cached style codes (they are recomputed when needed); --all also deletes the VGG-16 weights.
+    """Delete cached style codes and networks (rebuilt when needed); --all also deletes the VGG-16 weights.
 
     [bold]Example[/bold]
 
       metastyle-batch cache clear --yes
     """
-    root, codes, code_files, vgg_file = _cache_entries()
-    leftovers = sorted(codes.glob(".*.part")) if codes.is_dir() else []
-    targets = code_files + leftovers + ([vgg_file] if all_ and vgg_file.is_file() else [])
+    root, kinds, vgg_file = _cache_entries()
+    targets = [f for folder, files in kinds.values() for f in files + sorted(folder.glob(".*.part"))]
+    targets += [vgg_file] if all_ and vgg_file.is_file() else []
     if not targets:
         typer.echo(f"Nothing to clear in {root}.")
         return
     size = sum(f.stat().st_size for f in targets)
-    what = f"{len(code_files)} style code(s)" + (" and the VGG-16 weights" if all_ and vgg_file.is_file() else "")
+    (_, codes), (_, nets) = kinds.values()
+    what = f"{len(codes)} style code(s), {len(nets)} network(s)" + (" and the VGG-16 weights" if all_ and vgg_file.is_file() else "")
     if not yes:
         if not typer.get_text_stream("stdin").isatty():
             usage_error(f"cache clear would delete {what} ({_human(size)}) in {root}; pass --yes to confirm")
@@ -246,8 +252,9 @@ def cache_clear(
             pass
         except OSError as exc:
             echo_err(f"Warning: cannot delete {f}: {exc.strerror or exc}")
-    try:
-        codes.rmdir()
-    except OSError:
-        pass
+    for folder, _ in kinds.values():
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
     typer.echo(f"Removed {removed} file(s), {_human(size)} freed.")

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..train.config import TrainConfig
+from .common import guarded, load_stylizer, usage_error
 
 
 def register(app: typer.Typer) -> None:
@@ -54,10 +55,10 @@ def train(
 
     Several GPUs: torchrun --nproc-per-node 4 -m metastyle_batch train … (DistributedDataParallel).
     """
-    from ..model.io import ModelError
+    from ..model.vgg import STYLE_LAYERS
     from ..train.loop import train as run
 
-    if content_layer not in ("relu1_2", "relu2_2", "relu3_3", "relu4_3"):
+    if content_layer not in STYLE_LAYERS:
         raise typer.BadParameter(f"unknown layer {content_layer!r}", param_hint="--content-layer")
     if base not in (8, 16, 32):
         raise typer.BadParameter("base must be 8, 16 or 32", param_hint="--base")
@@ -68,11 +69,11 @@ def train(
         style_norm=style_norm, palette_weight=palette_weight, tone_weight=tone_weight, style_bank=style_bank,
         seed=seed, ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device,
         bf16=bf16, init=str(init) if init else None)
-    try:
-        run(cfg, resume=resume)
-    except (FileNotFoundError, ValueError, ModelError) as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2)
+    with guarded():
+        try:
+            run(cfg, resume=resume)
+        except (FileNotFoundError, ValueError) as e:  # no images in a folder, a bad setting: the user's to fix
+            usage_error(str(e))
 
 
 def evaluate(
@@ -97,17 +98,11 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..engine import Stylizer
-    from ..model.io import ModelError
     from ..train.evaluate import evaluate as run, summarize
 
-    try:
-        stylizer = Stylizer(model, device=device)
-    except (ModelError, ValueError) as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(2)
+    stylizer = load_stylizer(model, device)
     cfg = stylizer.info.get("config", {})
-    with Progress(console=Console(stderr=True)) as bar:
+    with guarded(), Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("evaluating pairs", total=None)
         rows = run(stylizer, content_dir, style_dir, out, size=size, n_content=n_content, n_style=n_style,
                    gatys_steps=gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"),

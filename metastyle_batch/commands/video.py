@@ -8,14 +8,21 @@ unreadable or not-a-video input, existing output without --overwrite, model/VGG 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .common import DEVICES as _DEVICES, check_image_file, load_stylizer as _load_stylizer, one_line as _one_line, \
-    usage_error as _usage_error
+from .common import (
+    DEVICES,
+    check_image_file,
+    echo_err,
+    fail,
+    guarded,
+    load_stylizer,
+    one_line,
+    usage_error,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,8 +43,15 @@ def _default_output(src: Path) -> Path:
 
 
 def _progress_bar(console, enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class _Rate(ProgressColumn):
@@ -80,7 +94,7 @@ def video(
     quality: Annotated[int, typer.Option(
         min=1, max=100, metavar="Q",
         help="H.264 quality 1-100, higher is better: 65 = CRF 18 (near-lossless), 55 = CRF 23.")] = 65,
-    device: Annotated[str, typer.Option(metavar="NAME", help=f"Where to compute: {_DEVICES}.")] = "auto",
+    device: Annotated[str, typer.Option(metavar="NAME", help=f"Where to compute: {DEVICES}.")] = "auto",
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing OUT (the input is never replaced).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
@@ -99,72 +113,83 @@ def video(
 
       metastyle-batch video clip.mp4 -o out.mp4 --keyframes "0:a.jpg,5s:b.jpg,80%:c.jpg"
     """
-    try:
+    with guarded():
         _video(src, output, style, to, keyframes, ease, strength, preserve_color, stabilize, batch, max_side,
                quality, device, overwrite, as_json, model)
-    except KeyboardInterrupt:
-        typer.echo("Interrupted: no output was written.", err=True)
-        raise typer.Exit(130)
+
+
+def _keys(style: str | None, to: str | None, keyframes: str | None, ease: str) -> list:
+    """The keyframes the options ask for, every style file checked; usage errors for bad combinations."""
+    from ..video import (
+        Keyframe,
+        KeyframeError,
+        fixed_style,
+        parse_keyframes,
+        transition,
+    )
+
+    if ease not in ("linear", "smooth"):
+        usage_error(f"--ease {ease!r}: use linear or smooth")
+    if to is not None and keyframes is not None:
+        usage_error("use either --to or --keyframes, not both")
+    if to is not None and style is None:
+        usage_error("--to needs --style (the style at the first frame)")
+    if style is None and keyframes is None:
+        usage_error("give a style: --style FILE (optionally with --to FILE) or --keyframes SPEC")
+    if to is not None:
+        return transition(_check_style(style, "--style"), _check_style(to, "--to"))
+    if keyframes is None:
+        return fixed_style(_check_style(style, "--style"))
+    try:
+        keys = parse_keyframes(keyframes)
+    except KeyframeError as exc:
+        usage_error(f"--keyframes: {one_line(exc)}")
+    keys = [Keyframe(k.value, k.unit, _check_style(k.style, "--keyframes"), k.text) for k in keys]
+    if style is not None:
+        if any(k.value == 0 for k in keys):
+            usage_error("--style and --keyframes both set the style at frame 0; drop one of them")
+        keys = [Keyframe(0, "f", _check_style(style, "--style"), "--style")] + keys
+    return keys
 
 
 def _video(src, output, style, to, keyframes, ease, strength, preserve_color, stabilize, batch, max_side,
            quality, device, overwrite, as_json, model) -> None:
-    from ..images import ImageError
-    from ..model.vgg_weights import VGGWeightsError
-    from ..video import (Keyframe, KeyframeError, VideoError, VideoInputError, fixed_style, output_format,
-                         parse_keyframes, probe, stylize_video, transition)
+    from ..errors import MetastyleError
+    from ..images import ImageError, format_for_path
+    from ..video import (
+        KeyframeError,
+        VideoInputError,
+        check_destination,
+        output_format,
+        probe,
+        resolve_keyframes,
+        stylize_video,
+    )
 
     # ---- arguments (cheap checks first: nothing is loaded before they pass)
-    if ease not in ("linear", "smooth"):
-        _usage_error(f"--ease {ease!r}: use linear or smooth")
-    if to is not None and keyframes is not None:
-        _usage_error("use either --to or --keyframes, not both")
-    if to is not None and style is None:
-        _usage_error("--to needs --style (the style at the first frame)")
-    if style is None and keyframes is None:
-        _usage_error("give a style: --style FILE (optionally with --to FILE) or --keyframes SPEC")
-    if keyframes is not None:
-        try:
-            keys = parse_keyframes(keyframes)
-        except KeyframeError as exc:
-            _usage_error(f"--keyframes: {_one_line(exc)}")
-        keys = [Keyframe(k.value, k.unit, _check_style(k.style, "--keyframes"), k.text) for k in keys]
-        if style is not None:
-            if any(k.value == 0 for k in keys):
-                _usage_error("--style and --keyframes both set the style at frame 0; drop one of them")
-            keys = [Keyframe(0, "f", _check_style(style, "--style"), "--style")] + keys
-    elif to is not None:
-        keys = transition(_check_style(style, "--style"), _check_style(to, "--to"))
-    else:
-        keys = fixed_style(_check_style(style, "--style"))
-
+    keys = _keys(style, to, keyframes, ease)
     src = src.expanduser()
     dst = (output.expanduser() if output is not None else _default_output(src))
     try:
         output_format(dst)
     except ValueError as exc:
-        _usage_error(_one_line(exc))
+        usage_error(one_line(exc))
     try:
         info = probe(src)
     except VideoInputError as exc:
-        _usage_error(_one_line(exc))
-    if os.path.lexists(dst):
+        usage_error(f"{exc} (use `metastyle-batch image`)" if format_for_path(src) else str(exc))
+    if keyframes is not None:
         try:
-            same = os.path.samefile(src, dst)
-        except OSError:
-            same = False
-        if same:
-            _usage_error(f"{dst}: is the input file; choose another -o")
-        if dst.is_dir():
-            _usage_error(f"{dst}: is a directory; give an output file name")
-        if not overwrite:
-            _usage_error(f"{dst}: exists; pass --overwrite to replace it")
+            resolve_keyframes(keys, info.frames, info.fps)
+        except KeyframeError as exc:
+            usage_error(f"--keyframes: {one_line(exc)}")
+    check_destination(src, dst, overwrite)  # exists / is the input / a folder: guarded() makes it a usage error
 
     # ---- model, styles, run
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    stylizer = _load_stylizer(model, device)
+    stylizer = load_stylizer(model, device)
     bar = _progress_bar(err, enabled=err.is_terminal and not as_json)
     try:
         with bar:
@@ -177,25 +202,15 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, st
                                   preserve_color=preserve_color, stabilize=stabilize, batch=batch,
                                   max_side=max_side, quality=quality, overwrite=overwrite, info=info,
                                   progress=progress)
-    except KeyframeError as exc:
-        _usage_error(f"--keyframes: {_one_line(exc)}" if keyframes is not None else _one_line(exc))
     except ImageError as exc:
-        _usage_error(f"style image {exc}")
-    except VGGWeightsError as exc:
-        _usage_error(_one_line(exc))
-    except VideoInputError as exc:
-        _usage_error(_one_line(exc))
-    except VideoError as exc:
-        typer.echo(f"Error: {_one_line(exc)}", err=True)
-        raise typer.Exit(1)
-    except (KeyboardInterrupt, typer.Exit):
-        raise
-    except Exception as exc:  # torch / OS / unexpected: one line, exit 1
-        typer.echo(f"Error: {src}: {type(exc).__name__}: {_one_line(exc)}", err=True)
-        raise typer.Exit(1)
+        usage_error(f"style image {exc}")
+    except (MetastyleError, OSError):
+        raise  # guarded(): the error's own exit_code
+    except Exception as exc:  # torch / unexpected: one line, exit 1
+        fail(f"{src}: {type(exc).__name__}: {one_line(exc)}")
 
     for w in stats["warnings"]:
-        typer.echo(f"Warning: {w}", err=True)
+        echo_err(f"Warning: {w}")
     if as_json:
         summary = {k: stats.get(k) for k in ("output", "input", "frames", "fps", "seconds", "frames_per_second",
                                                 "flicker", "stabilize", "width", "height", "audio", "vfr", "rotation", "crf",
@@ -203,6 +218,5 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, st
         summary.update(model=stylizer.model_id, device=str(stylizer.device))
         typer.echo(json.dumps(summary, ensure_ascii=False))
     flick = f", flicker x{stats['flicker']:.2f}" if stats.get("flicker") is not None else ""
-    typer.echo(f"Wrote {stats['output']} ({stats['frames']} frames, {stats['width']}x{stats['height']}, "
-               f"{stats['fps']} fps, {stats['seconds']:.2f} s, {stats['frames_per_second']:.1f} frames/s{flick})",
-               err=True)
+    echo_err(f"Wrote {stats['output']} ({stats['frames']} frames, {stats['width']}x{stats['height']}, "
+             f"{stats['fps']} fps, {stats['seconds']:.2f} s, {stats['frames_per_second']:.1f} frames/s{flick})")

@@ -10,7 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DEVICES as _DEVICES
+from .common import (
+    DEVICES,
+    INTERRUPTED,
+    echo_err,
+    guarded,
+    load_stylizer,
+    one_line,
+    parse_format,
+    usage_error,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,7 +60,7 @@ def watch(
     journal: Annotated[Optional[Path], typer.Option(
         "--journal", metavar="FILE", show_default=False,
         help="The sqlite journal. Default: OUT_DIR/.metastyle-watch.sqlite3 (per folder).")] = None,
-    device: Annotated[Optional[str], typer.Option(metavar="NAME", show_default=False, help=f"Where to compute: {_DEVICES} (default auto).")] = None,
+    device: Annotated[Optional[str], typer.Option(metavar="NAME", show_default=False, help=f"Where to compute: {DEVICES} (default auto).")] = None,
     model: Annotated[Optional[Path], typer.Option(
         metavar="PATH", show_default=False, help="Meta network file (default: $METASTYLE_MODEL or the shipped model).")] = None,
     settle: Annotated[Optional[float], typer.Option(
@@ -82,8 +91,14 @@ def watch(
 
       metastyle-batch watch --config watch.toml --status
     """
-    from ..cli import _echo_err, _load_stylizer, _one_line, _parse_format, _usage_error
-    from ..watch import FolderSpec, WatchDaemon, WatchError, folder_status, install_signal_handlers, load_config
+    from ..watch import (
+        FolderSpec,
+        WatchDaemon,
+        WatchError,
+        folder_status,
+        install_signal_handlers,
+        load_config,
+    )
 
     per_folder = {"--strength": strength, "--preserve-color": preserve_color, "--max-side": max_side,
                   "--format": fmt, "--quality": quality, "--video-quality": video_quality, "--failed-dir": failed_dir}
@@ -93,12 +108,10 @@ def watch(
         given += [name for name, value in per_folder.items() if value is not None]
         if given or not recursive:
             given += [] if recursive else ["--no-recursive"]
-            _usage_error(f"with --config, set {', '.join(given)} in the config file's [[folder]] tables instead")
-        try:
+            usage_error(f"with --config, set {', '.join(given)} in the config file's [[folder]] tables instead")
+        with guarded():  # a WatchError is a usage error (exit 2)
             cfg = load_config(config)
-            specs = cfg.folders
-        except WatchError as exc:
-            _usage_error(str(exc))
+        specs = cfg.folders
         if journal is not None:
             for s in specs:
                 s.journal = journal
@@ -106,22 +119,23 @@ def watch(
                    "retry_delay": cfg.retry_delay, "rescan": cfg.rescan}
     else:
         if in_dir is None or out is None:
-            _usage_error("give IN_DIR and --out OUT_DIR (and --style FILE), or --config FILE")
+            usage_error("give IN_DIR and --out OUT_DIR (and --style FILE), or --config FILE")
         if style is None and not status:
-            _usage_error("missing --style FILE (the style image to apply)")
+            usage_error("missing --style FILE (the style image to apply)")
         specs = [FolderSpec(
             in_dir=in_dir, out_dir=out, style=style, strength=1.0 if strength is None else strength,
-            preserve_color=bool(preserve_color), max_side=max_side, format=_parse_format(fmt),
+            preserve_color=bool(preserve_color), max_side=max_side, format=parse_format(fmt),
             quality=95 if quality is None else quality, video_quality=video_quality, recursive=recursive, failed_dir=failed_dir, journal=journal)]
 
     if status:
-        try:
+        with guarded():
             resolved = [s.resolved(require_style=False) for s in specs]
-            report = [folder_status(s) for s in resolved]
-        except WatchError as exc:
-            _usage_error(str(exc))
-        except Exception as exc:  # a damaged journal file
-            _usage_error(f"cannot read the journal: {_one_line(exc)}")
+            try:
+                report = [folder_status(s) for s in resolved]
+            except WatchError:
+                raise
+            except Exception as exc:  # a damaged journal file (sqlite3.DatabaseError)
+                usage_error(f"cannot read the journal: {one_line(exc)}")
         _print_status(report, as_json)
         return
 
@@ -129,23 +143,20 @@ def watch(
     for key, value in (("device", device), ("model", model), ("settle", settle), ("retries", retries)):
         if value is not None:
             options[key] = value
-    try:
+    with guarded():
         daemon = WatchDaemon(specs, **{k: options[k] for k in ("settle", "retries", "retry_delay", "rescan")
                                        if options.get(k) is not None})
         daemon.acquire()  # a second daemon on the same journal fails here, before the model loads
-    except WatchError as exc:
-        _usage_error(str(exc))
-    daemon.stylizer = _load_stylizer(options.get("model"), options.get("device") or "auto", log=_echo_err)
+    daemon.stylizer = load_stylizer(options.get("model"), options.get("device") or "auto", log=echo_err)
     restore = install_signal_handlers(daemon)
-    try:
-        summary = daemon.run(once=once)
-    except WatchError as exc:
-        _usage_error(str(exc))
-    except KeyboardInterrupt:  # a second signal: stop now (outputs are atomic; the journal settles the rest)
-        _echo_err("Stopped at once; the interrupted file is redone on the next start.")
-        raise typer.Exit(130)
-    finally:
-        restore()
+    with guarded():
+        try:
+            summary = daemon.run(once=once)
+        except KeyboardInterrupt:  # a second signal: stop now (outputs are atomic; the journal settles the rest)
+            echo_err("Stopped at once; the interrupted file is redone on the next start.")
+            raise typer.Exit(INTERRUPTED) from None
+        finally:
+            restore()
     if once and summary.failed:
         raise typer.Exit(1)
 

@@ -108,3 +108,18 @@ class MetaNet(nn.Module):
             params[f"{spec.name}.bias"] = flat[:, n_w:] * BIAS_SCALE
             params[f"{spec.name}.gain"] = 1 + gain(h) * GAIN_SCALE
         return params
+
+
+def random_code(meta: MetaNet, seed: int = 0, spread: float = 1.0) -> StyleCode:
+    """A random style: z ~ N(0, 1) in the standardised input space, through the hidden layer (ReLU)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, meta.feat_mean.numel(), generator=g).to(meta.feat_mean.device)
+    with torch.no_grad():
+        hidden = meta.encode_features(meta.feat_mean + meta.feat_std * z * spread)
+    return StyleCode(hidden[0].float().cpu())
+
+
+def noise_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """(1, 3, H, W) Gaussian noise around mid-grey (std 0.25) in [0, 1]: what a generated network turns into a texture."""
+    g = torch.Generator().manual_seed(seed)
+    return (0.5 + 0.25 * torch.randn(1, 3, height, width, generator=g)).clamp(0, 1)

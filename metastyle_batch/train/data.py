@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from ..tensors import resize
 
 EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -53,10 +54,8 @@ def random_crop(img: torch.Tensor, size: int, g: torch.Generator, max_scale: flo
     """Resize the shorter side into [size, size·max_scale], crop size², flip half the time → float (3, s, s)."""
     _, h, w = img.shape
     short = size + int(torch.randint(0, int(size * (max_scale - 1)) + 1, (1,), generator=g))
-    scale = short / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = img.float().div(255)[None]
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)[0]
+    x = resize(img.float().div(255)[None], shorter=short)[0]
+    nh, nw = x.shape[-2:]
     top = int(torch.randint(0, nh - size + 1, (1,), generator=g))
     left = int(torch.randint(0, nw - size + 1, (1,), generator=g))
     x = x[:, top:top + size, left:left + size]

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from ..engine import Stylizer, load_rgb_tensor
+from ..engine import Stylizer
+from ..tensors import load_rgb_tensor, resize
 from ..grid import save_grid
 from ..images import read_image
 from ..model.vgg import STYLE_LAYERS
@@ -39,10 +39,7 @@ class Row:
 
 def _load(path: Path, size: int) -> torch.Tensor:
     """Shorter side → ``size``, centre-cropped square: every method sees the same pixels."""
-    x = load_rgb_tensor(read_image(path).frames[0])
-    scale = size / min(x.shape[-2:])
-    x = F.interpolate(x, size=(max(size, round(x.shape[-2] * scale)), max(size, round(x.shape[-1] * scale))),
-                      mode="bilinear", align_corners=False, antialias=True)
+    x = resize(load_rgb_tensor(read_image(path).frames[0]), shorter=size)
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     return x[..., top:top + size, left:left + size].clamp(0, 1)
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save
 
@@ -29,6 +28,7 @@ from ..model.io import ModelError
 from ..model.transform import Params, layer_specs, transform
 from ..model.vgg import STYLE_LAYERS
 from ..paths import atomic_write_bytes, sha256_file
+from ..tensors import load_rgb_tensor, resize
 
 NET_FORMAT = "metastyle-batch/net-2"  # 2: biases after instance norm, as in model.transform
 
@@ -58,12 +58,7 @@ def training_config(info: dict) -> dict:
 
 
 def _style_tensor(rgb: np.ndarray, size: int, device) -> torch.Tensor:
-    from ..engine import load_rgb_tensor
-
-    x = load_rgb_tensor(rgb).to(device)
-    scale = size / min(x.shape[-2:])
-    hw = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
-    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=scale < 1).clamp(0, 1)
+    return resize(load_rgb_tensor(rgb).to(device), shorter=size)
 
 
 def finetune(stylizer, style, content_dir: str | os.PathLike | list[torch.Tensor], steps: int = 500, *, lr: float = 1e-3,

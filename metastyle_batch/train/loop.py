@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..engine import pick_device
+from ..tensors import pick_device
 from ..model.io import save_model
 from ..model.meta import MetaNet
 from ..model.transform import transform
