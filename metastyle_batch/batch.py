@@ -127,16 +127,20 @@ def output_format(plan: OutputPlan, picture_format: str) -> str:
     return picture_format if picture_format in FORMAT_EXT else "png"
 
 
+def output_suffix(src: Path | None, fmt: str, keep_spelling: bool = True) -> str:
+    """The extension of an output in ``fmt`` made from ``src``: the input's own (.jpeg, .JPG, .tif stay as the user
+    wrote them) when it is that format, else the format's usual one. The watch daemon names its outputs so too."""
+    return src.suffix if keep_spelling and src is not None and format_for_path(src) == fmt else FORMAT_EXT[fmt]
+
+
 def output_path(job: Job, plan: OutputPlan, out_fmt: str) -> Path | None:
-    """The one output naming policy (None means stdout); the input's own spelling of its extension is kept."""
+    """The one output naming policy (None means stdout)."""
     if plan.mode == "stdout":
         return None
     if plan.mode == "file":
         return plan.path
     stem = job.path.stem if job.path is not None else "stdin"
-    ext = FORMAT_EXT[out_fmt]
-    if job.path is not None and not plan.format and format_for_path(job.path) == out_fmt:
-        ext = job.path.suffix  # .jpeg, .JPG, .tif stay as the user wrote them
+    ext = output_suffix(job.path, out_fmt, keep_spelling=not plan.format)
     if plan.mode == "dir":
         return plan.path / f"{stem}{ext}"  # type: ignore[operator]
     return job.path.with_name(f"{stem}{SUFFIX}{ext}")  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import MetastyleError, one_line
-from ..images import FORMAT_EXT, format_name
+from ..formats import FORMAT_EXT, format_name
 from .rules import is_under
 
 __all__ = ["JOURNAL_NAME", "WatchError", "FolderSpec", "WatchConfig", "load_config", "check_folders"]

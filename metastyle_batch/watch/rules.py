@@ -12,7 +12,8 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
-from ..images import FORMAT_EXT, format_for_path
+from ..batch import output_suffix
+from ..formats import format_for_path
 
 if TYPE_CHECKING:
     from .config import FolderSpec
@@ -97,10 +98,8 @@ def output_path(spec: FolderSpec, path: str | os.PathLike) -> Path:
         from ..video import OUTPUT_FORMATS
 
         ext = p.suffix if p.suffix.lower() in OUTPUT_FORMATS else VIDEO_FALLBACK_EXT
-    elif spec.format is None:
-        ext = p.suffix if format_for_path(p) else FORMAT_EXT["png"]
     else:
-        ext = p.suffix if format_for_path(p) == spec.format else FORMAT_EXT[spec.format]
+        ext = output_suffix(p, spec.format or format_for_path(p) or "png")
     return spec.out_dir / rel.parent / (p.stem + ext)
 
 
