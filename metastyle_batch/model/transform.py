@@ -114,12 +114,14 @@ class TiledOps:
     """Layer-by-layer execution over tiles, for images too large to run whole.
 
     Each conv runs tile by tile on ``device`` with the exact receptive-field halo (upsampling and border padding
-    only its own window). A normalised layer takes two passes over its tiles: the first only accumulates the
-    instance-norm statistics (per tile, combined exactly in float64), the second recomputes each tile and stores it
-    normalised. So no pre-norm activation is ever kept, and the stored ones (bounded after the norm) can be float16
+    only its own window), accumulating the instance-norm statistics per tile (combined exactly in float64). A big
+    normalised map (over ``ONE_PASS_ELEMENTS``) takes a second pass that recomputes each tile and stores it
+    normalised, so its pre-norm values are never kept and the stored ones (bounded after the norm) can be float16
     (``store_dtype``): a 24 MP photo's widest map is 0.4 GB instead of 0.8. Output: the untiled network's up to
-    rounding (float16 storage: within 0.3/255 on the shipped model), without seams; the second pass costs ~30 % time.
+    rounding (float16 storage: within 0.3/255 on the shipped model), without seams.
     """
+
+    ONE_PASS_ELEMENTS = 64 << 20  # smaller maps (256 MB in float32) are kept before the norm: one pass, not two
 
     def __init__(self, device: torch.device, dtype: torch.dtype, tile: int = 512, store: str = "cpu",
                  store_dtype: torch.dtype = torch.float32):
@@ -144,10 +146,14 @@ class TiledOps:
                 yield (slice(y0, y1), slice(x0, x1)), _conv(patch, w, b, s).float()
             memory.release()  # the tiles' scratch memory, which glibc would keep (memory.keep_freed_memory)
 
-    def _output(self, x: torch.Tensor, spec: ConvSpec, dtype: torch.dtype) -> torch.Tensor:
+    def _output(self, x: torch.Tensor, spec: ConvSpec, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """An empty output map for the layer: float32, or ``store_dtype`` when it is big enough for two passes."""
         up = 2 if spec.upsample else 1
         ho = (x.shape[2] * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1
         wo = (x.shape[3] * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1
+        if dtype is None:
+            big = x.shape[0] * spec.cout * ho * wo > self.ONE_PASS_ELEMENTS
+            dtype = self.store_dtype if big else torch.float32
         return torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store, dtype=dtype)
 
     def conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
@@ -161,8 +167,12 @@ class TiledOps:
     def conv_norm(self, x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, shift: torch.Tensor, relu: bool,
                   gain: torch.Tensor | None) -> torch.Tensor:
         x = x.to(self.store)
+        out = self._output(x, spec)
+        two_pass = out.numel() > self.ONE_PASS_ELEMENTS
         n, mean, m2 = 0, 0.0, 0.0  # pass 1: per-tile mean and variance, combined exactly (Chan et al.)
-        for _, y in self._tiles(x, w, None, spec):
+        for where, y in self._tiles(x, w, None, spec):
+            if not two_pass:
+                out[(slice(None), slice(None)) + where] = y.to(self.store)
             var_t, mean_t = torch.var_mean(y, dim=(2, 3), keepdim=True, correction=0)
             n_t = y.shape[2] * y.shape[3]
             delta = mean_t.double() - mean
@@ -172,7 +182,9 @@ class TiledOps:
         std = (m2 / n + 1e-5).sqrt().float().to(self.device)
         scale = 1 / std if gain is None else _channels(gain).to(std) / std
         offset = _channels(shift).to(std) - mean.float().to(self.device) * scale
-        out = self._output(x, spec, self.store_dtype)
+        if not two_pass:
+            out.mul_(scale.to(self.store)).add_(offset.to(self.store))
+            return out.clamp_(min=0) if relu else out
         for (rows, cols), y in self._tiles(x, w, None, spec):  # pass 2: recompute, normalise, store
             y = y.mul_(scale).add_(offset)
             out[:, :, rows, cols] = (y.clamp_(min=0) if relu else y).to(self.store, self.store_dtype)
