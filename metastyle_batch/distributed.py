@@ -42,8 +42,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import batch
+from . import batch, netcache
 from .batch import Expansion, Job, Outcome, OutputPlan
+from .color import PALETTE_STRENGTH
 from .errors import MetastyleError, OutputExistsError, one_line
 from .formats import format_for_path
 
@@ -230,11 +231,13 @@ class Settings:
     styles: list[str] = field(default_factory=list)
     weights: list[float] | None = None
     code: list[float] | None = None  # the blended style code, computed once by the driver (:func:`prepare`)
+    colors: list[float] | None = None  # and its colour moments (metastyle_batch.color)
     model_id: str | None = None  # of the model that code is for: every worker must load the same
     net: str | None = None
     model: str | None = None
     strength: float = 1.0
     preserve_color: bool = False
+    palette: float = PALETTE_STRENGTH
     max_side: int | None = None
     quality: int = 95  # images
     video_quality: int | None = None  # None: the video command's default
@@ -259,6 +262,7 @@ class _Worker:
 
         torch.set_num_threads(max(1, int(threads)))
         from .engine import Stylizer
+        from .model.meta import StyleCode
 
         self.s = Settings(**settings)
         self.plan = self.s.plan
@@ -273,15 +277,26 @@ class _Worker:
             st = self.stylizer
             self.code = load_net(self.s.net, base=st.meta.base, device=st.device, dtype=st.dtype)
         elif self.s.code is not None:
-            from .model.meta import StyleCode
-
-            self.code = StyleCode(torch.tensor(self.s.code, dtype=torch.float32))
+            colors = None if self.s.colors is None else torch.tensor(self.s.colors, dtype=torch.float64)
+            self.code = StyleCode(torch.tensor(self.s.code, dtype=torch.float32), colors)
         else:
             self.code = self.stylizer.blend(self.s.styles, self.s.weights)
         if self.s.strength < 1.0:
             self.stylizer.vgg  # noqa: B018 - loads it once, not per image
+        self.stylizer.palette = self.s.palette
+        self.stylize = self._engine
+        s = self.s
+        if (isinstance(self.code, StyleCode) and s.strength == 1.0 and not s.preserve_color and not s.max_side
+                and netcache.usable(s.device)):  # the local CLI's ONNX Runtime path: the same pixels
+            colors = None if self.code.colors is None else self.code.colors.tolist()
+            self.stylize = netcache.CachedNetwork(self.stylizer.onnx_bytes(self.code), colors, self._engine,
+                                                  s.palette).stylize_picture
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.info = {"worker": self.name, "model": self.stylizer.model_id, "device": str(self.stylizer.device)}
+
+    def _engine(self, picture):
+        return self.stylizer.stylize_picture(picture, self.code, self.s.strength, self.s.preserve_color,
+                                             self.s.max_side)
 
     def __call__(self, rows: dict) -> dict:
         out: dict[str, list] = {}
@@ -355,8 +370,7 @@ class _Worker:
             if dest is None or os.path.abspath(dest) != t.dest:
                 raise MetastyleError(t.label, f"the file changed since the run was planned (it is now {fmt}); "
                                               "run again")
-            result = self.stylizer.stylize_picture(picture, self.code, self.s.strength, self.s.preserve_color,
-                                                   self.s.max_side)
+            result = self.stylize(picture)
             result.format = fmt
             return t, result, t0
         except Exception as exc:
@@ -516,7 +530,9 @@ def prepare(settings: Settings) -> None:
 
         load_net(settings.net, base=stylizer.meta.base)
     else:
-        settings.code = stylizer.blend(settings.styles, settings.weights).hidden.float().cpu().tolist()
+        code = stylizer.blend(settings.styles, settings.weights)
+        settings.code = code.hidden.float().cpu().tolist()
+        settings.colors = None if code.colors is None else code.colors.tolist()
 
 
 def _chunks(tasks: list[Task], workers: int, size: int | None) -> list[list[Task]]:

@@ -12,15 +12,34 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from . import memory
+from . import color, memory
 from .model.io import ModelError, load_model
 from .model.meta import StyleCode, mix
-from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, polyphase, transform, transform_polyphase
+from .model.transform import (
+    Params,
+    TiledOps,
+    crop_back,
+    pad_to_multiple,
+    polyphase,
+    transform,
+    transform_polyphase,
+)
 from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
 from .paths import DEFAULT_MODEL, atomic_write_bytes, cache_dir, default_model_path  # noqa: F401 - re-exported
 from .tensors import load_rgb_tensor, pick_device, resize
 
 StyleLike = "str | os.PathLike | bytes | np.ndarray | StyleCode"
+
+
+def match_palette(y: torch.Tensor, code: StyleCode | None, strength: float) -> torch.Tensor:
+    """Outputs (B, 3, H, W) moved ``strength`` of the way to the style's colours (:mod:`metastyle_batch.color`);
+    unchanged without a style's colours (a fine-tuned network, a random texture code) or at strength 0."""
+    if code is None or code.colors is None or strength <= 0:
+        return y
+    out = y.float().cpu().contiguous()
+    for frame in out.numpy():
+        color.transfer(frame, code.colors.numpy(), strength)
+    return out.to(y.device)
 
 
 def preserve_colors(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -72,8 +91,10 @@ class Stylizer:
     ORT_MIN_PIXELS = 900_000
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", vgg: str | os.PathLike | None = None,
-                 max_pixels: int | None = None, tile: int = 512, disk_cache: bool = True, log=None):
+                 max_pixels: int | None = None, tile: int = 512, disk_cache: bool = True, log=None,
+                 palette: float = color.PALETTE_STRENGTH):
         self.device = pick_device(device)
+        self.palette = palette  # how far outputs move to the style's colours (0: the network's own)
         self.model_path = Path(model) if model else default_model_path()
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: model file not found (give a model path or set METASTYLE_MODEL)")
@@ -138,7 +159,8 @@ class Stylizer:
     def encode_array(self, rgb: np.ndarray) -> StyleCode:
         """Uncached encode: shorter side resized to the model's style size, VGG statistics, meta hidden layer."""
         x = resize(load_rgb_tensor(rgb).to(self.device), shorter=self.style_size)
-        return StyleCode(self.encode_batch(x)[0].cpu())
+        colors = torch.from_numpy(color.moments(x[0].reshape(3, -1).cpu().numpy()))
+        return StyleCode(self.encode_batch(x)[0].cpu(), colors)
 
     @torch.no_grad()
     def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +177,8 @@ class Stylizer:
             return None
         path = self._code_file(key)
         try:
-            return StyleCode(load_file(str(path))["hidden"])
+            saved = load_file(str(path))
+            return StyleCode(saved["hidden"], saved["colors"])  # an entry without colours is recomputed
         except Exception:  # missing or damaged cache entries are simply recomputed
             return None
 
@@ -164,7 +187,8 @@ class Stylizer:
             return
         path = self._code_file(key)
         try:
-            atomic_write_bytes(path, save({"hidden": code.hidden.contiguous()}, metadata={"model": self.model_id}))
+            tensors = {"hidden": code.hidden.contiguous(), "colors": code.colors.contiguous()}
+            atomic_write_bytes(path, save(tensors, metadata={"model": self.model_id}))
         except OSError:
             pass  # a read-only cache only costs speed
 
@@ -281,6 +305,7 @@ class Stylizer:
         if max_side and max(x.shape[-2:]) > max_side:
             x = resize(x, longer=max_side, mode="bicubic")
             content = x[0].permute(1, 2, 0).numpy()
+        code = None
         if isinstance(style, dict):
             params = style
         else:
@@ -290,4 +315,6 @@ class Stylizer:
         y = self.run(x, params)
         if preserve_color:
             y = preserve_colors(y, x.to(y.device)).clamp_(0, 1)
+        else:
+            y = match_palette(y, code, self.palette)
         return y[0].permute(1, 2, 0).cpu().numpy()

@@ -10,6 +10,7 @@ too big for one session (:data:`MAX_PIXELS`) go through the engine's tiled path 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import sys
@@ -44,7 +45,7 @@ def _gpu_likely() -> bool:
 
 def key(model_sha256: str, styles: list[Path], weights: list[float] | None) -> str:
     """The model file and the style images by content, and the blend weights."""
-    h = hashlib.sha256(b"metastyle-net-1|" + model_sha256.encode())
+    h = hashlib.sha256(b"metastyle-net-2|" + model_sha256.encode())
     for i, style in enumerate(styles):
         h.update(f"|{sha256_file(style)}:{weights[i] if weights else 1 / len(styles)!r}".encode())
     return h.hexdigest()[:32]
@@ -54,9 +55,10 @@ def _path(key: str) -> Path:
     return cache_dir() / "nets" / f"{key}.onnx"
 
 
-def store(key: str, onnx: bytes) -> None:
-    """Keep a generated network for later runs; a read-only cache only costs speed."""
+def store(key: str, onnx: bytes, colors: list[float] | None) -> None:
+    """Keep a generated network (and its style's colour moments) for later runs; a read-only cache only costs speed."""
     try:
+        atomic_write_bytes(_path(key).with_suffix(".json"), json.dumps({"colors": colors}).encode())
         atomic_write_bytes(_path(key), onnx)
     except OSError:
         pass
@@ -66,20 +68,23 @@ class CachedNetwork:
     """A cached generated network in an ONNX Runtime session; :meth:`stylize_picture` like the engine's
     (strength 1, the picture's own size and colours), with ``fallback`` for pictures above :data:`MAX_PIXELS`."""
 
-    def __init__(self, path: Path, fallback: Callable):
+    def __init__(self, onnx: bytes | Path, colors: list[float] | None, fallback: Callable, palette: float):
+        import numpy as np
+
         from .ort import OrtNetwork
 
-        self.net = OrtNetwork(path)
-        self.fallback = fallback
+        self.colors = None if colors is None else np.asarray(colors, np.float64)
+        self.net = OrtNetwork(onnx)
+        self.fallback, self.palette = fallback, palette
 
     @classmethod
-    def load(cls, key: str, fallback: Callable) -> CachedNetwork | None:
+    def load(cls, key: str, fallback: Callable, palette: float) -> CachedNetwork | None:
         path = _path(key)
         if not path.is_file():
             return None
         try:
-            return cls(path, fallback)
-        except Exception:  # a damaged cache entry: the torch path rebuilds it
+            return cls(path, json.loads(path.with_suffix(".json").read_text())["colors"], fallback, palette)
+        except Exception:  # a damaged or incomplete cache entry: the torch path rebuilds it
             path.unlink(missing_ok=True)
             return None
 
@@ -94,8 +99,12 @@ class CachedNetwork:
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "edge"
             x = np.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode=mode)
-        y = self.net.run(x)[0, :, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
-        return np.ascontiguousarray(np.clip(y, 0, 1).transpose(1, 2, 0))
+        y = np.clip(self.net.run(x)[0, :, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w], 0, 1)
+        if self.colors is not None and self.palette > 0:
+            from .color import transfer
+
+            y = transfer(np.ascontiguousarray(y), self.colors, self.palette)
+        return np.ascontiguousarray(y.transpose(1, 2, 0))
 
     def stylize_picture(self, picture):
         from .images import Picture

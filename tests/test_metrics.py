@@ -105,3 +105,26 @@ def test_model_without_gain_heads_loads_as_itself(tmp_path):
     with torch.no_grad():
         for k, v in meta.network(hidden).items():
             torch.testing.assert_close(loaded.network(hidden)[k], v)
+
+
+def test_palette_transfer_moves_colours_to_the_style_and_keeps_the_tone() -> None:
+    """The engine's palette transfer (metastyle_batch.color): closer palette, the same light/dark layout, and
+    colour moments that blend linearly like style codes."""
+    import numpy as np
+
+    from metastyle_batch.color import moments, transfer
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(1, 3, 64, 64, generator=g) * 0.5 + 0.25  # a greyish output
+    style = torch.stack([torch.rand(64, 64, generator=g) * 0.3 + 0.7, torch.rand(64, 64, generator=g) * 0.2,
+                         torch.rand(64, 64, generator=g) * 0.3])[None]  # a red style
+    target = moments(style[0].reshape(3, -1).numpy())
+    half = torch.from_numpy(transfer(y[0].numpy().copy(), target, 0.5))[None]
+    full = torch.from_numpy(transfer(y[0].numpy().copy(), target, 1.0))[None]
+    d0, d5, d1 = (float(metrics.palette_distance(z, style)) for z in (y, half, full))
+    assert d1 < d5 < d0
+    assert float(metrics.tone_correlation(half, y)) > 0.9
+    assert np.allclose(moments(full[0].reshape(3, -1).numpy())[:3], target[:3], atol=0.02)
+    a, b = moments(y[0].reshape(3, -1).numpy()), target
+    both = torch.cat([y, style], dim=3)[0].reshape(3, -1).numpy()
+    assert np.allclose(moments(both), (a + b) / 2, atol=1e-5)  # raw moments mix like the style codes

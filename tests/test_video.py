@@ -358,8 +358,11 @@ def test_stabilizer_holds_only_still_pixels() -> None:
 
 
 def test_stabilize_lowers_measured_flicker(stylizer, clips, tmp_path: Path, style_image: Path) -> None:
-    plain = stylize_video(stylizer, clips["clip"], tmp_path / "a.mp4", style_image, max_side=160)
-    calm = stylize_video(stylizer, clips["clip"], tmp_path / "b.mp4", style_image, max_side=160, stabilize=True)
+    # palette 0: the stabilizer alone (the palette map is the same for both, but its stronger colours make x264's
+    # rate control treat the first frame differently enough to blur the comparison below)
+    plain = stylize_video(stylizer, clips["clip"], tmp_path / "a.mp4", style_image, max_side=160, palette=0)
+    calm = stylize_video(stylizer, clips["clip"], tmp_path / "b.mp4", style_image, max_side=160, stabilize=True,
+                         palette=0)
     assert calm["stabilize"] is True and calm["frames"] == plain["frames"] == 60
     assert calm["flicker"] < plain["flicker"]
     print(f"flicker on the test clip (random test model): {plain['flicker']:.3f} -> {calm['flicker']:.3f} stabilized")

@@ -12,9 +12,19 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import batch, netcache
+from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
-from .common import (INTERRUPTED, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
-                     usage_error)
+from .common import (
+    INTERRUPTED,
+    check_image_file,
+    describe,
+    echo_err,
+    encode_style,
+    guarded,
+    load_stylizer,
+    parse_format,
+    usage_error,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +43,7 @@ def _parse_mix(value: Optional[str], n_styles: int) -> Optional[list[float]]:
     if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
         usage_error(f"--mix weights must be non-negative and not all zero, got {value!r}")
     total = sum(weights)
-    return [w / total for w in weights]
+    return [round(w / total, 12) for w in weights]  # 0.7,0.3 and 7,3: the same weights, the same pixels
 
 
 def _write_stdout(data: bytes) -> None:
@@ -55,8 +65,8 @@ def _refine(stylizer, style: Path, inputs: list[str], steps: int, console) -> di
     here and reported by the batch itself."""
     from rich.progress import Progress
 
-    from ..train.finetune import finetune
     from ..train.data import load_images
+    from ..train.finetune import finetune
 
     photos = load_images(inputs[:16], log=lambda _: None)
     if not photos:
@@ -79,7 +89,8 @@ def image(
         help="Style image (a painting, a texture…). Repeat to blend several styles.")] = None,
     net: Annotated[Optional[Path], typer.Option(
         "--net", metavar="NET.safetensors", show_default=False,
-        help="A per-style network from `metastyle-batch finetune`, instead of --style.")] = None,
+        help="A per-style network from `metastyle-batch finetune`, instead of --style (used as trained: no "
+             "palette transfer).")] = None,
     mix: Annotated[Optional[str], typer.Option(
         "--mix", metavar="W1,W2,…", help="Blend weights, one per --style, e.g. 0.7,0.3 (normalised to sum 1). "
                                         "Default: equal.")] = None,
@@ -91,6 +102,9 @@ def image(
         min=0.0, max=1.0, help="How much style: 1 = full, 0 = (almost) the photo itself.")] = 1.0,
     preserve_color: Annotated[bool, typer.Option(
         "--preserve-color", help="Keep the photo's colours; take only brightness patterns from the style.")] = False,
+    palette: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="How far the colours move to the style's palette after the network (mean and "
+                               "covariance transfer; 0 = the network's own colours).")] = PALETTE_STRENGTH,
     max_side: Annotated[Optional[int], typer.Option(
         min=1, metavar="N", help="Downscale so the longer side is at most N pixels (default: keep the size).")] = None,
     device: Annotated[str, typer.Option(metavar="NAME", help=f"Where to compute: {_DEVICES}.")] = "auto",
@@ -147,7 +161,7 @@ def image(
         return image_on_ray(ray_address, ray_workers, inputs, style_paths, weights, net=net, output=output,
                             strength=strength, preserve_color=preserve_color, max_side=max_side, device=device,
                             fmt=out_fmt, overwrite=overwrite, as_json=as_json, model=model, quality=quality,
-                            refine=refine)
+                            refine=refine, palette=palette)
     with guarded():
         found = batch.expand_inputs(inputs, skip_previous_outputs=output is None)
     if not found.jobs:
@@ -180,22 +194,28 @@ def image(
     def load_engine() -> None:
         """The torch path: the meta network, the style code, its generated network (cached for next time)."""
         engine["stylizer"] = stylizer = load_stylizer(model, device, log=echo_err)
+        stylizer.palette = palette
         with guarded():
             engine["code"] = _style_code(stylizer, net, style_paths, weights, need_vgg=strength < 1.0)
         if refine:
             engine["code"] = _refine(stylizer, style_paths[0], [j.path for j in jobs], refine, err)
         if cache_key:
-            netcache.store(cache_key, stylizer.onnx_bytes(engine["code"]))
+            colors = engine["code"].colors
+            engine["colors"] = None if colors is None else colors.tolist()
+            engine["onnx"] = stylizer.onnx_bytes(engine["code"])
+            netcache.store(cache_key, engine["onnx"], engine["colors"])
 
     def with_engine(picture):
         if not engine:
             load_engine()
         return engine["stylizer"].stylize_picture(picture, engine["code"], strength, preserve_color, max_side)
 
-    cached = netcache.CachedNetwork.load(cache_key, with_engine) if cache_key else None
+    cached = netcache.CachedNetwork.load(cache_key, with_engine, palette) if cache_key else None
     if cached is None:
         load_engine()
         model_id, where = engine["stylizer"].model_id, str(engine["stylizer"].device)
+        if cache_key:  # this run's pixels from the same ONNX Runtime graph as every later run of the style
+            cached = netcache.CachedNetwork(engine["onnx"], engine["colors"], with_engine, palette)
     else:
         where = "cpu"
     outcomes = _run(jobs, plan, cached.stylize_picture if cached else with_engine, overwrite, quality, err)
@@ -248,7 +268,13 @@ def _row(o: batch.Outcome) -> dict[str, Any]:
 def _run(jobs: list[batch.Job], plan: batch.OutputPlan, stylize, overwrite: bool, quality: int,
          err) -> list[batch.Outcome]:
     """The overlapped batch with a progress bar on a terminal; Ctrl-C stops it with nothing half-written."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     show_bar = len(jobs) > 1 and err.is_terminal
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),

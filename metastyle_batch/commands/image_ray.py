@@ -20,7 +20,7 @@ from .common import INTERRUPTED, describe, echo_err, guarded, usage_error
 def image_on_ray(address: Optional[str], workers: Optional[int], inputs: list[str], style_paths: list[Path],
                  weights: Optional[list[float]], *, net: Optional[Path], output: Optional[str], strength: float,
                  preserve_color: bool, max_side: Optional[int], device: str, fmt: Optional[str], overwrite: bool,
-                 as_json: bool, model: Optional[Path], quality: int, refine: int) -> None:
+                 as_json: bool, model: Optional[Path], quality: int, refine: int, palette: float) -> None:
     from .. import distributed as dist
 
     if not dist.ray_available():
@@ -46,7 +46,8 @@ def image_on_ray(address: Optional[str], workers: Optional[int], inputs: list[st
 
     settings = dist.Settings(styles=[str(p) for p in style_paths], weights=weights, net=str(net) if net else None,
                              model=str(model.expanduser()) if model else None, strength=strength,
-                             preserve_color=preserve_color, max_side=max_side, quality=quality, device=device)
+                             preserve_color=preserve_color, max_side=max_side, quality=quality, device=device,
+                             palette=palette)
     outcomes = _run(found.jobs, plan, settings, overwrite, address, workers)
     order = {id(j): i for i, j in enumerate(found.jobs)}
     outcomes.sort(key=lambda o: order[id(o.job)])

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..color import PALETTE_STRENGTH
 from .common import (
     DEVICES,
     check_image_file,
@@ -84,6 +85,9 @@ def video(
         min=0.0, max=1.0, help="How much style: 1 = full, 0 = (almost) the footage itself.")] = 1.0,
     preserve_color: Annotated[bool, typer.Option(
         "--preserve-color", help="Keep the footage's colours; take only brightness patterns from the style.")] = False,
+    palette: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="How far each frame's colours move to the style's palette after the network "
+                               "(0 = the network's own colours).")] = PALETTE_STRENGTH,
     stabilize: Annotated[bool, typer.Option(
         "--stabilize", help="Calm the shimmer in still parts of the shot: where the footage does not change, "
                             "hold the previous result (moving parts stay fresh).")] = False,
@@ -114,8 +118,8 @@ def video(
       metastyle-batch video clip.mp4 -o out.mp4 --keyframes "0:a.jpg,5s:b.jpg,80%:c.jpg"
     """
     with guarded():
-        _video(src, output, style, to, keyframes, ease, strength, preserve_color, stabilize, batch, max_side,
-               quality, device, overwrite, as_json, model)
+        _video(src, output, style, to, keyframes, ease, strength, preserve_color, palette, stabilize, batch,
+               max_side, quality, device, overwrite, as_json, model)
 
 
 def _keys(style: str | None, to: str | None, keyframes: str | None, ease: str) -> list:
@@ -152,8 +156,8 @@ def _keys(style: str | None, to: str | None, keyframes: str | None, ease: str) -
     return keys
 
 
-def _video(src, output, style, to, keyframes, ease, strength, preserve_color, stabilize, batch, max_side,
-           quality, device, overwrite, as_json, model) -> None:
+def _video(src, output, style, to, keyframes, ease, strength, preserve_color, palette, stabilize, batch,
+           max_side, quality, device, overwrite, as_json, model) -> None:
     from ..errors import MetastyleError
     from ..images import ImageError, format_for_path
     from ..video import (
@@ -199,7 +203,7 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, st
                 bar.update(task, completed=done, total=total)
 
             stats = stylize_video(stylizer, src, dst, keys, ease=ease, strength=strength,
-                                  preserve_color=preserve_color, stabilize=stabilize, batch=batch,
+                                  preserve_color=preserve_color, palette=palette, stabilize=stabilize, batch=batch,
                                   max_side=max_side, quality=quality, overwrite=overwrite, info=info,
                                   progress=progress)
     except ImageError as exc:

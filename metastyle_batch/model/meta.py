@@ -27,12 +27,14 @@ class StyleCode:
     """
 
     hidden: torch.Tensor  # (D,) float32
+    colors: torch.Tensor | None = None  # (12,) float64 raw colour moments of the style image (metastyle_batch.color)
 
     def __add__(self, other: "StyleCode") -> "StyleCode":
-        return StyleCode(self.hidden + other.hidden.to(self.hidden.device))
+        colors = None if self.colors is None or other.colors is None else self.colors + other.colors
+        return StyleCode(self.hidden + other.hidden.to(self.hidden.device), colors)
 
     def __mul__(self, weight: float) -> "StyleCode":
-        return StyleCode(self.hidden * weight)
+        return StyleCode(self.hidden * weight, None if self.colors is None else self.colors * weight)
 
     __rmul__ = __mul__
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import torch
 
-from ..engine import Stylizer
-from ..tensors import load_rgb_tensor, resize
+from ..engine import Stylizer, match_palette
 from ..grid import save_grid
 from ..images import read_image
+from ..metrics import gram_signature, palette_distance, retrieval_hits, tone_correlation
 from ..model.vgg import STYLE_LAYERS
+from ..tensors import load_rgb_tensor, resize
 from .data import list_images
 from .gatys import optimize
 from .losses import content_loss, style_loss, style_targets
-from ..metrics import gram_signature, palette_distance, retrieval_hits, tone_correlation
 
 METHODS = ("content", "ours", "gatys50", "gatys200")
 COLUMNS = ("content_loss", "style_loss", "palette", "tone", "retrieval")
@@ -78,7 +78,8 @@ def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path,
         with torch.no_grad():
             c_feat = vgg(c, (content_layer,))[content_layer]
             targets = style_targets(vgg(s, STYLE_LAYERS))
-        images = {"content": c, "ours": stylizer.run(c, stylizer.network(stylizer.encode(spath))).clamp(0, 1)}
+        code = stylizer.encode(spath)  # the product's output: the network, then the palette transfer
+        images = {"content": c, "ours": match_palette(stylizer.run(c, stylizer.network(code)), code, stylizer.palette)}
         if gatys_steps > 0:
             snapshots = {}
             optimize(vgg, c, s, gatys_steps, content_layer=content_layer, style_weight=style_weight,

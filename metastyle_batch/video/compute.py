@@ -25,7 +25,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..engine import preserve_colors
+from .. import color
+from ..color import PALETTE_STRENGTH
+from ..engine import match_palette, preserve_colors
 from ..model.meta import StyleCode
 from .schedule import StyleSchedule
 from .temporal import FlickerMeter, Stabilizer
@@ -59,9 +61,11 @@ class FrameCompute:
     """Frames → stylized frames, batch by batch, for one video (see the module docstring)."""
 
     def __init__(self, stylizer, schedule: StyleSchedule, *, strength: float = 1.0, preserve_color: bool = False,
-                 stabilize: bool = False, measure_flicker: bool = True, threads: int = 1):
+                 stabilize: bool = False, measure_flicker: bool = True, threads: int = 1,
+                 palette: float = PALETTE_STRENGTH):
         self.stylizer, self.schedule = stylizer, schedule
-        self.strength, self.preserve_color = strength, preserve_color
+        self.strength, self.preserve_color, self.palette = strength, preserve_color, palette
+        self._affine = None  # the palette map of a one-style clip, from its first frame
         self.flicker = FlickerMeter() if measure_flicker else None
         self.stabilizer = Stabilizer() if stabilize else None
         self.threads = threads  # intra-op threads of one forward call (set by the caller: torch_threads)
@@ -82,9 +86,11 @@ class FrameCompute:
             content = stylizer.encode_array(frames[0].astype(np.float32) / 255)
             self.schedule = self.schedule.map(lambda c: stylizer.with_strength(c, content, self.strength))
         x = torch.from_numpy(np.stack(frames)).to(stylizer.device).permute(0, 3, 1, 2).float().div_(255)
-        params = self._network(range(start, start + len(frames)))
+        indices = range(start, start + len(frames))
+        params = self._network(indices)
+        codes = [self.schedule.code(0)] * len(frames) if self.schedule.fixed else [self.schedule.code(i) for i in indices]
         self._spent(t0)
-        return x, params
+        return x, (params, codes)
 
     def _network(self, indices: Sequence[int]):
         if self.schedule.fixed:
@@ -98,20 +104,24 @@ class FrameCompute:
 
     # ---- stateless: any thread
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, params) -> torch.Tensor:
-        """Stylized (N, 3, H, W) float in [0, 1] for the input of :meth:`prepare`."""
+    def forward(self, x: torch.Tensor, job) -> torch.Tensor:
+        """Stylized (N, 3, H, W) float in [0, 1] for the input of :meth:`prepare`: (network(s), frame codes)."""
         t0 = time.perf_counter()
+        params, codes = job
         y = self.stylizer.run(x, params)
         if self.preserve_color:
             y = preserve_colors(y, x).clamp_(0, 1)
         self._spent(t0)
-        return y
+        return y, codes
 
     # ---- in order, on the caller's thread
     @torch.no_grad()
-    def finish(self, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-        """Stabilizer, flicker meter, and (N, H, W, 3) uint8 out."""
+    def finish(self, x: torch.Tensor, result) -> np.ndarray:
+        """Palette transfer, stabilizer, flicker meter, and (N, H, W, 3) uint8 out (``result``: :meth:`forward`'s)."""
         t0 = time.perf_counter()
+        y, codes = result
+        if not self.preserve_color:
+            y = self._palette(y, codes)
         if self.stabilizer is not None:
             y = self.stabilizer(x, y)
         if self.flicker is not None:
@@ -119,6 +129,21 @@ class FrameCompute:
         out = y.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
         self._spent(t0)
         return out
+
+    def _palette(self, y: torch.Tensor, codes: list[StyleCode]) -> torch.Tensor:
+        """The engine's palette transfer. With one style for the clip, the colour map is taken from the first frame
+        and kept, so it cannot pump with the content; with moving styles each frame follows its own code."""
+        if self.palette <= 0 or codes[0].colors is None:
+            return y
+        if not self.schedule.fixed:
+            return torch.cat([match_palette(y[i:i + 1], c, self.palette) for i, c in enumerate(codes)])
+        out = y.float().cpu().contiguous()
+        frames = out.numpy()
+        if self._affine is None:
+            self._affine = color.affine(color.moments(frames[0].reshape(3, -1)), codes[0].colors.numpy(), self.palette)
+        for frame in frames:
+            color.apply(frame, *self._affine)
+        return out.to(y.device)
 
     def __call__(self, frames: list[np.ndarray], start: int) -> np.ndarray:
         """All three steps on this thread."""

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ..color import PALETTE_STRENGTH
 from ..errors import check_output
 from ..paths import atomic_path
 from . import ffmpeg
@@ -487,6 +488,7 @@ def stylize_video(
     ease: str = "linear",
     strength: float = 1.0,
     preserve_color: bool = False,
+    palette: float = PALETTE_STRENGTH,
     batch: int | None = None,
     max_side: int | None = None,
     quality: int = ffmpeg.DEFAULT_QUALITY,
@@ -502,6 +504,7 @@ def stylize_video(
 
     ``keyframes`` is a list of :class:`Keyframe` (see :func:`parse_keyframes`, :func:`fixed_style`,
     :func:`transition`) or a single style (path/bytes/array/StyleCode) used for the whole video.
+    ``palette`` moves each frame's colours that far to its style's (:mod:`metastyle_batch.color`).
     ``stabilize`` smooths still parts of the shot (:class:`Stabilizer`); flicker is measured after it.
     ``progress(done, total)`` is called after every batch. Raises VideoInputError for unreadable input,
     KeyframeError for keyframes that do not fit the clip, VideoExistsError for an output that must not be
@@ -518,7 +521,8 @@ def stylize_video(
                  workers=workers)
     threads = max(1, torch.get_num_threads() // plan.workers)
     compute = FrameCompute(stylizer, plan.schedule, strength=plan.strength, preserve_color=plan.preserve_color,
-                           stabilize=plan.stabilize, measure_flicker=plan.measure_flicker, threads=threads)
+                           stabilize=plan.stabilize, measure_flicker=plan.measure_flicker, threads=threads,
+                           palette=palette)
     pipe = _Pipe(plan)
     with atomic_path(plan.dst) as tmp, torch_threads(threads):  # tmp: removed on error, renamed after _finalize
         try:

@@ -139,7 +139,11 @@ class StyleSchedule:
         return torch.stack(rows)
 
     def code(self, index: int) -> StyleCode:
-        return StyleCode(self.hidden([index])[0])
+        """The frame's code, colours included (blended like the hidden state)."""
+        a, b, t = self.weights(index)
+        left, right = self.keys[a][1], self.keys[b][1]
+        code = left if t == 0 else left * (1 - t) + right * t
+        return StyleCode(code.hidden.float().cpu(), code.colors)
 
 
 def build_schedule(stylizer, keyframes: Sequence[Keyframe], frames: int, fps: Fraction, ease: str = "linear") -> StyleSchedule:
