@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -243,7 +244,7 @@ def run(jobs: list[Job], plan: OutputPlan, stylize: Callable, *, overwrite: bool
             return Outcome(job, error=_failure(job, result))
         try:
             if dest is None:
-                (write_stdout or (lambda b: None))(encode_image(result, result.format, quality=quality))
+                (write_stdout or sys.stdout.buffer.write)(encode_image(result, result.format, quality=quality))
             else:
                 write_image(result, dest, format=result.format, overwrite=overwrite, quality=quality)
         except Exception as exc:

@@ -15,15 +15,7 @@ from safetensors.torch import load_file, save
 from . import color, memory
 from .model.io import ModelError, load_model
 from .model.meta import StyleCode, mix
-from .model.transform import (
-    Params,
-    TiledOps,
-    crop_back,
-    pad_to_multiple,
-    polyphase,
-    transform,
-    transform_polyphase,
-)
+from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, polyphase, transform, transform_polyphase
 from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
 from .paths import DEFAULT_MODEL, atomic_write_bytes, cache_dir, default_model_path  # noqa: F401 - re-exported
 from .tensors import load_rgb_tensor, pick_device, resize
@@ -122,7 +114,7 @@ class Stylizer:
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return max(1 << 20, free // 600)
-        return 16 << 20
+        return memory.WHOLE_MAX_PIXELS
 
     @property
     def vgg(self) -> VGG16:

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageSequence, UnidentifiedImageError
 
+from .paths import atomic_write_bytes
+
 from .errors import MetastyleError, OutputExistsError, check_output
 from .formats import FORMAT_EXT, format_for_path, format_name
-from .paths import atomic_write_bytes
 
 __all__ = ["ImageError", "Picture", "read_image", "encode_image", "write_image", "format_for_path", "format_name",
            "FORMAT_EXT"]

@@ -14,6 +14,7 @@ import ctypes.util
 import sys
 
 KEEP_PIXELS = 2_500_000
+WHOLE_MAX_PIXELS = 16 << 20  # on the CPU, bigger images run tiled, layer by layer (model.transform.TiledOps)
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _MMAP_MAX = 32 << 20  # glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)

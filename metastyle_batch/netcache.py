@@ -4,7 +4,7 @@ A style's first run pays for torch (2-3 s to import), the meta network and VGG-1
 in the user cache (``<cache>/nets/<key>.onnx``, ~0.4 MB). Later runs with the same model file and style images
 on the CPU load only ONNX Runtime, numpy and Pillow (0.6 s), and give the same pixels: ONNX Runtime is what the
 engine itself runs on the CPU from ``ORT_MIN_PIXELS`` on, and within 1/255 of PyTorch below that. Pictures
-too big for one session (:data:`MAX_PIXELS`) go through the engine's tiled path instead.
+above :data:`memory.WHOLE_MAX_PIXELS` go through the engine's tiled path instead, as they would there.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .memory import WHOLE_MAX_PIXELS
 from .paths import atomic_write_bytes, cache_dir, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-MAX_PIXELS = 4_200_000  # above ~4 MP the engine's tiled path keeps memory bounded
 
 
 def usable(device: str) -> bool:
@@ -66,7 +66,7 @@ def store(key: str, onnx: bytes, colors: list[float] | None) -> None:
 
 class CachedNetwork:
     """A cached generated network in an ONNX Runtime session; :meth:`stylize_picture` like the engine's
-    (strength 1, the picture's own size and colours), with ``fallback`` for pictures above :data:`MAX_PIXELS`."""
+    (strength 1, the picture's own size and colours), with ``fallback`` for pictures the engine would tile."""
 
     def __init__(self, onnx: bytes | Path, colors: list[float] | None, fallback: Callable, palette: float):
         import numpy as np
@@ -109,7 +109,7 @@ class CachedNetwork:
     def stylize_picture(self, picture):
         from .images import Picture
 
-        if picture.size[0] * picture.size[1] > MAX_PIXELS:
+        if picture.size[0] * picture.size[1] > WHOLE_MAX_PIXELS:
             return self.fallback(picture)
         frames = [self.stylize(f) for f in picture.frames]
         return Picture(frames, picture.alpha, picture.durations, picture.format, picture.bit_depth, picture.icc_profile)

@@ -18,6 +18,8 @@ import torch
 from .model.transform import Params, polyphase, single_network
 from .ort import INPUT_NAME, OUTPUT_NAME, OrtNetwork, ort_available
 
+
+
 # ---- a minimal protobuf writer for the few ONNX messages the graph needs (field numbers from onnx.proto) ----
 # Writing the bytes directly keeps the ``onnx`` package out of the product: importing it costs ~0.6 s (its
 # ml_dtypes dependency), more than ONNX Runtime saves on one 1024² image. tests/ check the result with onnx.

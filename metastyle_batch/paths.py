@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
+
 DEFAULT_MODEL = "metastyle-base8.safetensors"
 VGG_CACHE_NAME = "vgg16_features23.safetensors"  # the converted VGG-16 weights in the cache
 

@@ -127,8 +127,8 @@ def check_device(device: str):
 def load_stylizer(model: Path | None, device: str, log=None):
     """Load the meta network once; every failure (missing, damaged, not ours) is a one-line usage error."""
     from ..engine import Stylizer
-    from ..model.io import ModelError
     from ..paths import default_model_path
+    from ..model.io import ModelError
 
     check_device(device)
     where = model or default_model_path()

@@ -18,13 +18,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import check_output
-from .common import DEVICES as _DEVICES
-from .common import check_device as _check_device
-from .common import check_image_file, encode_style, guarded
-from .common import fail as _fail
-from .common import load_stylizer as _load_stylizer
-from .common import one_line as _one_line
-from .common import usage_error as _usage_error
+from .common import DEVICES as _DEVICES, check_device as _check_device, check_image_file, fail as _fail, \
+    encode_style, guarded, load_stylizer as _load_stylizer, one_line as _one_line, usage_error as _usage_error
 
 
 def register(app: typer.Typer) -> None:
@@ -165,14 +160,7 @@ def _optimize(content, style, output, steps, size, style_size, optimizer, lr, co
                mode="bicubic").to(dev)
     vgg = load_vgg(log=lambda m: typer.echo(m, err=True)).to(dev)
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     err = _console()
     before = image_losses(vgg, c, c, s, content_layer=content_layer)
@@ -234,9 +222,9 @@ def finetune(
 
 
 def _finetune(style, output, content_dir, steps, lr, batch, crop, seed, model, device, overwrite) -> None:
-    from ..train.data import list_images
     from ..train.finetune import finetune as run_finetune
     from ..train.finetune import save_net, training_config
+    from ..train.data import list_images
 
     style_path = _check_input(style, "style image")
     dst = _check_output(output, [style_path], overwrite, (".safetensors",), "a network file")
@@ -255,14 +243,7 @@ def _finetune(style, output, content_dir, steps, lr, batch, crop, seed, model, d
         _usage_error(f"--content {content_dir}: folder has no images")
     _encode(stylizer, style_path)
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     err = _console()
     with Progress(TextColumn("fine-tuning"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"),
@@ -316,10 +297,10 @@ def export(
 def _export(output, style, net, opset, model, device, overwrite) -> None:
     import torch
 
+    from ..train.finetune import NetError, load_net, read_net_info
     from ..model.transform import transform
     from ..onnx_export import OrtNetwork, export_onnx_bytes, ort_available
     from ..paths import atomic_write_bytes
-    from ..train.finetune import NetError, load_net, read_net_info
 
     if (style is None) == (net is None):
         _usage_error("give either --style FILE or --net NET.safetensors")
@@ -446,9 +427,9 @@ def interpolate(
 
 
 def _interpolate(content, style, to, output, steps, size, cell, model, device, overwrite) -> None:
+    from ..tensors import load_rgb_tensor, resize
     from ..grid import save_grid
     from ..model.meta import mix
-    from ..tensors import load_rgb_tensor, resize
 
     src = _check_input(content, "content image")
     a_path, b_path = _check_input(style, "style image"), _check_input(to, "--to style image")

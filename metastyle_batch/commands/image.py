@@ -14,17 +14,8 @@ import typer
 from .. import batch, netcache
 from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
-from .common import (
-    INTERRUPTED,
-    check_image_file,
-    describe,
-    echo_err,
-    encode_style,
-    guarded,
-    load_stylizer,
-    parse_format,
-    usage_error,
-)
+from .common import (INTERRUPTED, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
+                     usage_error)
 
 
 def register(app: typer.Typer) -> None:

@@ -68,10 +68,11 @@ def info(
     """
     import torch
 
+    from ..paths import default_model_path
+    from ..tensors import pick_device
     from ..model.io import load_model
     from ..model.vgg_weights import VGGWeightsError, resolve_vgg16
-    from ..paths import cache_dir, default_model_path
-    from ..tensors import pick_device
+    from ..paths import cache_dir
 
     device = pick_device("auto")
     if device.type == "cuda":
@@ -143,14 +144,10 @@ def setup(
 
       metastyle-batch setup --vgg ~/Downloads/vgg16-397923af.pth
     """
+    from ..paths import default_model_path
     from ..model.io import ModelError, load_model
-    from ..model.vgg_weights import (
-        CACHE_NAME,
-        VGGWeightsError,
-        load_vgg16_state,
-        resolve_vgg16,
-    )
-    from ..paths import atomic_write_bytes, cache_dir, default_model_path
+    from ..model.vgg_weights import CACHE_NAME, VGGWeightsError, load_vgg16_state, resolve_vgg16
+    from ..paths import atomic_write_bytes, cache_dir
 
     try:
         vgg_path = resolve_vgg16(vgg, download=True, log=echo_err)

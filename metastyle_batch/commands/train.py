@@ -98,8 +98,7 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..train.evaluate import evaluate as run
-    from ..train.evaluate import summarize
+    from ..train.evaluate import evaluate as run, summarize
 
     stylizer = load_stylizer(model, device)
     cfg = stylizer.info.get("config", {})

@@ -14,16 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..color import PALETTE_STRENGTH
-from .common import (
-    DEVICES,
-    check_image_file,
-    echo_err,
-    fail,
-    guarded,
-    load_stylizer,
-    one_line,
-    usage_error,
-)
+from .common import DEVICES, check_image_file, echo_err, fail, guarded, load_stylizer, one_line, usage_error
 
 
 def register(app: typer.Typer) -> None:

@@ -10,16 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (
-    DEVICES,
-    INTERRUPTED,
-    echo_err,
-    guarded,
-    load_stylizer,
-    one_line,
-    parse_format,
-    usage_error,
-)
+from .common import DEVICES, INTERRUPTED, echo_err, guarded, load_stylizer, one_line, parse_format, usage_error
 
 
 def register(app: typer.Typer) -> None:

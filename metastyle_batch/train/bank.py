@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from ..metrics import lab_points
-from ..model.vgg import STYLE_LAYERS, VGG16, style_vector
 from ..paths import atomic_path
+from ..model.vgg import STYLE_LAYERS, VGG16, style_vector
 from . import data
 from .losses import PALETTE_SIZE
 

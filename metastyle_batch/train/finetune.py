@@ -71,9 +71,9 @@ def finetune(stylizer, style, content_dir: str | os.PathLike | list[torch.Tensor
     ``loss_after`` are measured on the same fixed, seeded validation crops. ``progress(step, steps, loss)``.
     """
     from ..images import read_image
-    from ..metrics import lab_points
     from ..model.meta import StyleCode
     from . import data
+    from ..metrics import lab_points
     from .losses import PALETTE_SIZE, Objective, style_targets
 
     if steps < 0:

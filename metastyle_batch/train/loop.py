@@ -18,17 +18,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..metrics import lab_points
+from ..tensors import pick_device
 from ..model.io import save_model
 from ..model.meta import MetaNet
 from ..model.transform import transform
-from ..model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
-from ..paths import atomic_path
-from ..tensors import pick_device
+from ..model.vgg import VGG16, STYLE_LAYERS, load_vgg, style_vector
 from . import data
 from .bank import StyleBank, bank_key, build_bank
 from .config import TrainConfig
 from .losses import PALETTE_SIZE, Objective, style_targets
+from ..metrics import lab_points
+from ..paths import atomic_path
 
 
 class StyleTransferModel(nn.Module):
@@ -249,13 +249,7 @@ def _progress(enabled: bool, start: int, total: int):
     """A rich progress bar showing loss, it/s and ETA; None when disabled (other ranks, tests)."""
     if not enabled:
         return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4g}"),
                    TextColumn("{task.fields[rate]:.2f} it/s"), TimeRemainingColumn())

@@ -87,17 +87,17 @@ class FrameCompute:
             self.schedule = self.schedule.map(lambda c: stylizer.with_strength(c, content, self.strength))
         x = torch.from_numpy(np.stack(frames)).to(stylizer.device).permute(0, 3, 1, 2).float().div_(255)
         indices = range(start, start + len(frames))
-        params = self._network(indices)
         codes = [self.schedule.code(0)] * len(frames) if self.schedule.fixed else [self.schedule.code(i) for i in indices]
+        params = self._network(codes)
         self._spent(t0)
         return x, (params, codes)
 
-    def _network(self, indices: Sequence[int]):
+    def _network(self, codes: Sequence[StyleCode]):
         if self.schedule.fixed:
             if self.fixed_params is None:
-                self.fixed_params = self.stylizer.network(self.schedule.code(0))
+                self.fixed_params = self.stylizer.network(codes[0])
             return self.fixed_params
-        hidden = self.schedule.hidden(indices)
+        hidden = torch.stack([c.hidden for c in codes])
         if bool((hidden == hidden[0]).all()):
             return self.stylizer.network(StyleCode(hidden[0]))
         return self.stylizer.network(hidden)
