@@ -272,7 +272,7 @@ class Stylizer:
         return crop_back(y, size).float().clamp_(0, 1)
 
     def stylize_picture(self, picture, code: StyleCode | Params, strength: float = 1.0, preserve_color: bool = False,
-                        max_side: int | None = None):
+                        max_side: int | None = None, palette_from: StyleCode | None = None):
         """Every frame of a :class:`~metastyle_batch.images.Picture` with one network; alpha, timing and colour
         profile carried over. Strength is resolved once (from the first frame) so animations do not flicker.
         ``code`` may also be a ready network (e.g. from :func:`metastyle_batch.train.finetune.load_net`)."""
@@ -283,21 +283,24 @@ class Stylizer:
                 raise ValueError("a strength below 1 needs a style code; a fine-tuned network has none")
         else:
             code = self.with_strength(code, picture.frames[0], strength)
-        frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side) for f in picture.frames]
+        frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side, palette_from=palette_from)
+                  for f in picture.frames]
         return Picture(frames, picture.alpha, picture.durations, picture.format, picture.bit_depth, picture.icc_profile)
 
     def stylize(self, content: np.ndarray, style, strength: float = 1.0, preserve_color: bool = False,
-                max_side: int | None = None, mix_weights: list[float] | None = None) -> np.ndarray:
+                max_side: int | None = None, mix_weights: list[float] | None = None,
+                palette_from: StyleCode | None = None) -> np.ndarray:
         """Stylize one (H, W, 3) float RGB image; the result has the same size (or fits ``max_side``).
 
         ``style`` is a path, bytes, array, StyleCode, or a list of those blended with ``mix_weights``, or a ready
-        network (a params dict).
+        network (a params dict): its palette transfer takes the colours of ``palette_from`` (e.g. the style a
+        refined network was trained for), none without it.
         """
         x = load_rgb_tensor(content)
         if max_side and max(x.shape[-2:]) > max_side:
             x = resize(x, longer=max_side, mode="bicubic")
             content = x[0].permute(1, 2, 0).numpy()
-        code = None
+        code = palette_from
         if isinstance(style, dict):
             params = style
         else:

@@ -550,12 +550,21 @@ def test_refine_fine_tunes_on_the_inputs_then_stylizes_them_all(tmp_path: Path, 
     refined = runner.invoke(app, ["image", str(tmp_path / "in"), "-s", str(style_image), "--refine", "3",
                                   "-o", str(tmp_path / "b") + "/"])
     assert plain.exit_code == refined.exit_code == 1  # the broken file is reported, the others are written
-    assert "refined 3 steps: loss" in refined.output and "broken.png" in refined.output
+    assert "refined 3 steps in" in refined.output and "broken.png" in refined.output
     for i in range(2):
         a = np.asarray(Image.open(tmp_path / "a" / f"p{i}.png"), dtype=np.float32)
         b = np.asarray(Image.open(tmp_path / "b" / f"p{i}.png"), dtype=np.float32)
         assert a.shape == b.shape == (60, 44, 3)
         assert np.abs(a - b).mean() > 0.1  # three Adam steps on the network change its pixels
+    style_mean = np.asarray(Image.open(style_image).convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(0)
+    far = {}
+    for palette in ("0", "1"):  # a refined network still gets the style's palette transfer
+        r = runner.invoke(app, ["image", str(tmp_path / "in" / "p0.png"), "-s", str(style_image), "--refine", "2",
+                                "--palette", palette, "-o", str(tmp_path / f"palette{palette}.png")])
+        assert r.exit_code == 0, r.output
+        out = np.asarray(Image.open(tmp_path / f"palette{palette}.png"), dtype=np.float32).reshape(-1, 3)
+        far[palette] = float(np.abs(out.mean(0) - style_mean).sum())
+    assert far["1"] < 0.5 * far["0"], far
     two = runner.invoke(app, ["image", str(tmp_path / "in"), "-s", str(style_image), "-s", str(style_image2),
                               "--refine", "3", "-o", str(tmp_path / "c") + "/"])
     assert two.exit_code == 2 and "--refine needs exactly one --style" in two.output

@@ -67,3 +67,15 @@ def _as_tensor(path: Path, size: int):
     from metastyle_batch.train.evaluate import _load
 
     return _load(path, size)
+
+
+def test_refine_is_measured_per_style_on_all_the_contents(tmp_path, vgg16_path):
+    content, style = _folders(tmp_path)
+    st = Stylizer(device="cpu", disk_cache=False)
+    rows = evaluate(st, content, style, tmp_path / "e", size=32, n_content=2, gatys_steps=0, refine_steps=3)
+    means = summarize(rows)
+    assert list(means) == ["content", "ours", "refined"]
+    by = {(r.content, r.style, r.method): r for r in rows}
+    for c in ("c0.png", "c1.png"):
+        for s in ("s0.png", "s1.png"):
+            assert by[c, s, "refined"].style_loss != by[c, s, "ours"].style_loss  # a fine-tuned network's pixels

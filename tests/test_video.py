@@ -428,6 +428,38 @@ def test_cli_fixed_style_json(clips, tmp_path: Path, style_image: Path, style_im
     assert leftovers(tmp_path) == []
 
 
+def test_sample_frames_spread_over_the_clip_as_displayed(clips) -> None:
+    from metastyle_batch.video.sample import sample_frames
+
+    for name in ("clip", "rotated"):
+        every = decode(clips[name])
+        frames = sample_frames(probe(clips[name]), n=6)
+        assert len(frames) == 6 and all(f.shape == every.shape[1:] for f in frames)  # rotated: 182x322
+        where = [int(np.argmin([mad(f, g) for g in every])) for f in frames]
+        assert all(min(mad(f, g) for g in every) < 1 for f in frames)  # real decoded frames, not blends
+        assert where == sorted(where) and where[0] < 10 and where[-1] > 50  # in order, from start to end
+    small = sample_frames(probe(clips["clip"]), n=2, max_side=100)
+    assert len(small) == 2 and small[0].shape == (57, 100, 3)
+
+
+def test_cli_refine_trains_on_the_clip_then_uses_it_for_every_frame(clips, tmp_path: Path, style_image: Path,
+                                                                     style_image2: Path, stylizer) -> None:
+    out = tmp_path / "refined.mp4"
+    res = invoke(clips["clip"], "-o", out, "--style", style_image, "--refine", "2", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "refined 2 steps in" in res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["frames"] == 60 and summary["audio"] is True
+    src, got = decode(clips["clip"]), decode(out)
+    plain = (stylizer.stylize(src[0].astype(np.float32) / 255, stylizer.encode(style_image)) * 255).round()
+    assert got.shape == (60, H, W, 3) and mad(got[0], plain) > 1  # a different (fine-tuned) network
+    usage_error(invoke(clips["clip"], "-o", tmp_path / "a.mp4", "--style", style_image, "--to", style_image2,
+                       "--refine", "2"), "--refine needs one --style")
+    usage_error(invoke(clips["clip"], "-o", tmp_path / "b.mp4", "--style", style_image, "--strength", "0.5",
+                       "--refine", "2"), "--refine needs one --style")
+    assert not (tmp_path / "a.mp4").exists() and leftovers(tmp_path) == []
+
+
 def test_cli_to_moves_from_a_to_b(clips, tmp_path: Path, style_image: Path, style_image2: Path, stylizer) -> None:
     out = tmp_path / "to.mp4"
     res = invoke(clips["noaudio"], "-o", out, "-s", style_image, "--to", style_image2, "--ease", "smooth")

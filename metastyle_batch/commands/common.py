@@ -140,3 +140,18 @@ def load_stylizer(model: Path | None, device: str, log=None):
         usage_error(f"{where}: cannot read model ({exc.strerror or exc})")
     except Exception as exc:  # damaged files make safetensors/json raise assorted types
         usage_error(f"{where}: cannot load model ({type(exc).__name__}: {one_line(exc)})")
+
+
+def refine_network(stylizer, style: Path, photos: list, steps: int, console) -> dict:
+    """``--refine``: the network for ``style`` fine-tuned for ``steps`` on crops of ``photos`` ((3, H, W) uint8,
+    the images or frames about to be stylized), with a progress bar; in the stylizer's dtype."""
+    from rich.progress import Progress
+
+    from ..train.finetune import finetune
+
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"refining on {len(photos)} image(s)", total=steps)
+        result = finetune(stylizer, style, photos, steps, progress=lambda i, n, loss: bar.update(task, completed=i))
+    console.print(f"refined {steps} steps in {result.seconds:.0f} s: loss {result.loss_before['total']:.3f} -> "
+                  f"{result.loss_after['total']:.3f}", highlight=False)
+    return {k: v.to(stylizer.dtype) for k, v in result.params.items()}

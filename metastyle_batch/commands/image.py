@@ -15,7 +15,7 @@ from .. import batch, netcache
 from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
 from .common import (INTERRUPTED, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
-                     usage_error)
+                     refine_network, usage_error)
 
 
 def register(app: typer.Typer) -> None:
@@ -49,25 +49,6 @@ def _write_stdout(data: bytes) -> None:
         except (OSError, ValueError, AttributeError):
             pass
         raise
-
-
-def _refine(stylizer, style: Path, inputs: list[str], steps: int, console) -> dict:
-    """The network for ``style`` fine-tuned on crops of (up to 16 of) the inputs; unreadable ones are left out
-    here and reported by the batch itself."""
-    from rich.progress import Progress
-
-    from ..train.data import load_images
-    from ..train.finetune import finetune
-
-    photos = load_images(inputs[:16], log=lambda _: None)
-    if not photos:
-        usage_error("--refine found no readable input image to train on")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task(f"refining on {len(photos)} image(s)", total=steps)
-        result = finetune(stylizer, style, photos, steps, progress=lambda i, n, loss: bar.update(task, completed=i))
-    console.print(f"refined {steps} steps: loss {result.loss_before['total']:.3f} -> {result.loss_after['total']:.3f}",
-                  highlight=False)
-    return result.params
 
 
 def image(
@@ -189,7 +170,13 @@ def image(
         with guarded():
             engine["code"] = _style_code(stylizer, net, style_paths, weights, need_vgg=strength < 1.0)
         if refine:
-            engine["code"] = _refine(stylizer, style_paths[0], [j.path for j in jobs], refine, err)
+            from ..train.data import load_images
+
+            photos = load_images([j.path for j in jobs][:16], log=lambda _: None)  # bad ones: the batch reports them
+            if not photos:
+                usage_error("--refine found no readable input image to train on")
+            engine["palette_from"] = engine["code"]
+            engine["code"] = refine_network(stylizer, style_paths[0], photos, refine, err)
         if cache_key:
             colors = engine["code"].colors
             engine["colors"] = None if colors is None else colors.tolist()
@@ -199,7 +186,8 @@ def image(
     def with_engine(picture):
         if not engine:
             load_engine()
-        return engine["stylizer"].stylize_picture(picture, engine["code"], strength, preserve_color, max_side)
+        return engine["stylizer"].stylize_picture(picture, engine["code"], strength, preserve_color, max_side,
+                                                  palette_from=engine.get("palette_from"))
 
     cached = netcache.CachedNetwork.load(cache_key, with_engine, palette) if cache_key else None
     if cached is None:

@@ -85,6 +85,7 @@ def evaluate(
     n_content: Optional[int] = typer.Option(None, help="Use N content images, evenly spaced over the sorted folder."),
     n_style: Optional[int] = typer.Option(None, help="Use N style images, evenly spaced over the sorted folder."),
     gatys_steps: int = typer.Option(200, help="Gatys optimisation steps (also reported at 50); 0 skips Gatys."),
+    refine: int = typer.Option(0, help="Also measure --refine N: each style's network fine-tuned N steps on the content images."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Compare our output with Gatys optimisation and the content image: VGG-16 losses, palette, tone, retrieval.
@@ -105,7 +106,7 @@ def evaluate(
     with guarded(), Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("evaluating pairs", total=None)
         rows = run(stylizer, content_dir, style_dir, out, size=size, n_content=n_content, n_style=n_style,
-                   gatys_steps=gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"),
+                   gatys_steps=gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"), refine_steps=refine,
                    progress=lambda i, n: bar.update(task, completed=i, total=n))
     Console().print(summary_table(summarize(rows), f"{len({(r.content, r.style) for r in rows})} pairs at {size}²"))
     typer.echo(f"wrote {out / 'results.csv'} and {out / 'grid.png'}")

@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..color import PALETTE_STRENGTH
-from .common import DEVICES, check_image_file, echo_err, fail, guarded, load_stylizer, one_line, usage_error
+from .common import (DEVICES, check_image_file, echo_err, fail, guarded, load_stylizer, one_line, refine_network,
+                     usage_error)
 
 
 def register(app: typer.Typer) -> None:
@@ -82,6 +83,10 @@ def video(
     stabilize: Annotated[bool, typer.Option(
         "--stabilize", help="Calm the shimmer in still parts of the shot: where the footage does not change, "
                             "hold the previous result (moving parts stay fresh).")] = False,
+    refine: Annotated[int, typer.Option(
+        min=0, metavar="N", help="Good on demand: fine-tune the generated network for N steps on 16 frames spread "
+                                 "over the clip first (one --style; 100 steps ≈ 1-2 min on a CPU), then use it "
+                                 "for every frame.")] = 0,
     batch: Annotated[Optional[int], typer.Option(
         min=1, metavar="N", help="Frames per forward pass (default: 8 on a GPU, 2 on the CPU).")] = None,
     max_side: Annotated[Optional[int], typer.Option(
@@ -107,9 +112,11 @@ def video(
       metastyle-batch video clip.mp4 -o out.mp4 --style wave.jpg --to scream.jpg --ease smooth --stabilize
 
       metastyle-batch video clip.mp4 -o out.mp4 --keyframes "0:a.jpg,5s:b.jpg,80%:c.jpg"
+
+      metastyle-batch video clip.mp4 -o out.mp4 --style wave.jpg --refine 100
     """
     with guarded():
-        _video(src, output, style, to, keyframes, ease, strength, preserve_color, palette, stabilize, batch,
+        _video(src, output, style, to, keyframes, ease, strength, preserve_color, palette, stabilize, refine, batch,
                max_side, quality, device, overwrite, as_json, model)
 
 
@@ -147,7 +154,17 @@ def _keys(style: str | None, to: str | None, keyframes: str | None, ease: str) -
     return keys
 
 
-def _video(src, output, style, to, keyframes, ease, strength, preserve_color, palette, stabilize, batch,
+def _refined(stylizer, info, style: str, steps: int, console) -> dict:
+    """``--refine``: the style's network fine-tuned on frames spread over the clip."""
+    import torch
+
+    from ..video.sample import sample_frames
+
+    frames = [torch.from_numpy(f.copy()).permute(2, 0, 1) for f in sample_frames(info)]
+    return refine_network(stylizer, Path(style), frames, steps, console)
+
+
+def _video(src, output, style, to, keyframes, ease, strength, preserve_color, palette, stabilize, refine, batch,
            max_side, quality, device, overwrite, as_json, model) -> None:
     from ..errors import MetastyleError
     from ..images import ImageError, format_for_path
@@ -163,6 +180,8 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, pa
 
     # ---- arguments (cheap checks first: nothing is loaded before they pass)
     keys = _keys(style, to, keyframes, ease)
+    if refine and (to is not None or keyframes is not None or strength != 1.0):
+        usage_error("--refine needs one --style for the whole clip and no --strength (it trains against that style)")
     src = src.expanduser()
     dst = (output.expanduser() if output is not None else _default_output(src))
     try:
@@ -185,6 +204,7 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, pa
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     stylizer = load_stylizer(model, device)
+    network = _refined(stylizer, info, keys[0].style, refine, err) if refine else None
     bar = _progress_bar(err, enabled=err.is_terminal and not as_json)
     try:
         with bar:
@@ -196,7 +216,7 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, pa
             stats = stylize_video(stylizer, src, dst, keys, ease=ease, strength=strength,
                                   preserve_color=preserve_color, palette=palette, stabilize=stabilize, batch=batch,
                                   max_side=max_side, quality=quality, overwrite=overwrite, info=info,
-                                  progress=progress)
+                                  progress=progress, network=network)
     except ImageError as exc:
         usage_error(f"style image {exc}")
     except (MetastyleError, OSError):

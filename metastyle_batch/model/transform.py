@@ -113,43 +113,55 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int)
 class TiledOps:
     """Layer-by-layer execution over tiles, for images too large to run whole.
 
-    Each conv runs tile by tile on ``device`` with the exact receptive-field halo (upsampling and border padding
-    only its own window), accumulating the instance-norm statistics per tile (combined exactly in float64). A big
-    normalised map (over ``ONE_PASS_ELEMENTS``) takes a second pass that recomputes each tile and stores it
-    normalised, so its pre-norm values are never kept and the stored ones (bounded after the norm) can be float16
-    (``store_dtype``): a 24 MP photo's widest map is 0.4 GB instead of 0.8. Output: the untiled network's up to
-    rounding (float16 storage: within 0.3/255 on the shipped model), without seams.
+    Each conv runs tile by tile on ``device`` with the exact receptive-field halo (border padding only its own
+    window; full-resolution layers in polyphase form). A tile is stored centred and scaled by its own statistics,
+    which are combined exactly (float64) into the map's instance-norm statistics; one sweep over the stored tiles
+    then applies the norm. Stored that way every tile uses float16's whole precision, so a big map (over
+    ``HALF_ELEMENTS``) is kept in ``store_dtype`` and no conv is computed twice: a 24 MP photo's widest map is
+    0.4 GB instead of 0.8. Output: the untiled network's up to rounding (every map in float16: within 0.7/255,
+    mean 0.02/255, on the shipped model), without seams.
     """
 
-    ONE_PASS_ELEMENTS = 64 << 20  # smaller maps (256 MB in float32) are kept before the norm: one pass, not two
+    HALF_ELEMENTS = 64 << 20  # bigger maps (256 MB in float32) are stored in store_dtype
 
     def __init__(self, device: torch.device, dtype: torch.dtype, tile: int = 512, store: str = "cpu",
                  store_dtype: torch.dtype = torch.float32):
-        self.device, self.dtype, self.tile, self.store = device, dtype, tile, torch.device(store)
+        self.device, self.dtype, self.store = device, dtype, torch.device(store)
+        self.tile = max(2, tile - tile % 2)  # even: whole phases per tile
         self.store_dtype = store_dtype
 
     def _tiles(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: ConvSpec):
-        """(output slice, conv of that tile on the device) for every tile of the layer's output."""
+        """(output slice, conv of that tile on the device) for every tile of the layer's output.
+
+        The full-resolution layers run in polyphase form, as in :func:`transform_polyphase`: a 9x9 conv as a
+        stride-2 conv giving the four phases, an upsampling conv on the low-res window (no upsampled copy), then
+        ``pixel_shuffle``. Tile edges are even, so every tile holds whole phases.
+        """
         s, k, t, pad = spec.stride, spec.k, self.tile, spec.k // 2
-        up = 2 if spec.upsample else 1
         ho, wo = _out_size(x, spec)
         w = w.to(self.device, self.dtype)
         b = None if b is None else b.to(self.device, self.dtype)
+        phases = spec.upsample or (k == 9 and s == 1)
+        if phases:
+            w = _upsample_phases(w) if spec.upsample else _stride2_phases(w)
+            b = None if b is None else b.repeat_interleave(4, dim=-1)
         for y0 in range(0, ho, t):
             y1 = min(y0 + t, ho)
             for x0 in range(0, wo, t):
                 x1 = min(x0 + t, wo)
-                rows = (y0 * s - pad, (y1 - 1) * s + k - pad)
-                cols = (x0 * s - pad, (x1 - 1) * s + k - pad)
-                patch = _window(x, up, rows, cols).to(self.device, self.dtype)
-                yield (slice(y0, y1), slice(x0, x1)), _conv(patch, w, b, s).float()
+                if spec.upsample:  # low-res rows y0/2 - 1 … y1/2, edge rows replicated (see _UP_TAPS)
+                    patch = _window(x, (y0 // 2 - 1, y1 // 2 + 1), (x0 // 2 - 1, x1 // 2 + 1), "replicate")
+                else:
+                    patch = _window(x, (y0 * s - pad, (y1 - 1) * s + k - pad), (x0 * s - pad, (x1 - 1) * s + k - pad))
+                y = _conv(patch.to(self.device, self.dtype), w, b, 2 if phases and not spec.upsample else s)
+                yield (slice(y0, y1), slice(x0, x1)), (F.pixel_shuffle(y, 2) if phases else y).float()
             memory.release()  # the tiles' scratch memory, which glibc would keep (memory.keep_freed_memory)
 
     def _output(self, x: torch.Tensor, spec: ConvSpec, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """An empty output map for the layer: float32, or ``store_dtype`` when it is big enough for two passes."""
+        """An empty output map for the layer: float32, or ``store_dtype`` when it is big."""
         ho, wo = _out_size(x, spec)
         if dtype is None:
-            big = x.shape[0] * spec.cout * ho * wo > self.ONE_PASS_ELEMENTS
+            big = x.shape[0] * spec.cout * ho * wo > self.HALF_ELEMENTS
             dtype = self.store_dtype if big else torch.float32
         return torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store, dtype=dtype)
 
@@ -165,26 +177,30 @@ class TiledOps:
                   gain: torch.Tensor | None) -> torch.Tensor:
         x = x.to(self.store)
         out = self._output(x, spec)
-        two_pass = out.numel() > self.ONE_PASS_ELEMENTS
-        n, mean, m2 = 0, 0.0, 0.0  # pass 1: per-tile mean and variance, combined exactly (Chan et al.)
-        for where, y in self._tiles(x, w, None, spec):
-            if not two_pass:
-                out[(slice(None), slice(None)) + where] = y.to(self.store)
-            var_t, mean_t = torch.var_mean(y, dim=(2, 3), keepdim=True, correction=0)
+        n, mean, m2, tiles = 0, 0.0, 0.0, []
+        for where, y in self._tiles(x, w, None, spec):  # y: this tile's own tensor, centred and scaled in place
             n_t = y.shape[2] * y.shape[3]
-            delta = mean_t.double() - mean
+            mean_t = y.mean(dim=(2, 3), keepdim=True)
+            std_t = torch.linalg.vector_norm(y.sub_(mean_t), dim=(2, 3), keepdim=True).div_(n_t ** 0.5).add_(1e-12)
+            out[(slice(None), slice(None)) + where] = y.div_(std_t).to(self.store, out.dtype)
+            mean_t, std_t = mean_t.double().to(self.store), std_t.double().to(self.store)
+            tiles.append((where, mean_t, std_t))
+            delta = mean_t - mean  # Chan et al.'s exact combination of the tiles' means and variances
             mean = mean + delta * n_t / (n + n_t)
-            m2 = m2 + var_t.double() * n_t + delta ** 2 * n * n_t / (n + n_t)
+            m2 = m2 + std_t ** 2 * n_t + delta ** 2 * n * n_t / (n + n_t)
             n += n_t
-        std = (m2 / n + 1e-5).sqrt().float().to(self.device)
+        std = (m2 / n + 1e-5).sqrt()
         scale = 1 / std if gain is None else _channels(gain).to(std) / std
-        offset = _channels(shift).to(std) - mean.float().to(self.device) * scale
-        if not two_pass:
-            out.mul_(scale.to(self.store)).add_(offset.to(self.store))
-            return out.clamp_(min=0) if relu else out
-        for (rows, cols), y in self._tiles(x, w, None, spec):  # pass 2: recompute, normalise, store
-            y = y.mul_(scale).add_(offset)
-            out[:, :, rows, cols] = (y.clamp_(min=0) if relu else y).to(self.store, self.store_dtype)
+        offset = _channels(shift).to(std)
+        for where, mean_t, std_t in tiles:  # stored = (y - mean_t) / std_t → the normalised y, in place
+            part = out[(slice(None), slice(None)) + where]
+            y = part if part.dtype == torch.float32 else part.float()
+            y.mul_((std_t * scale).float()).add_(((mean_t - mean) * scale + offset).float())
+            if relu:
+                y.clamp_(min=0)
+            if y is not part:
+                part.copy_(y)
+        memory.release()
         return out
 
 
@@ -194,18 +210,14 @@ def _out_size(x: torch.Tensor, spec: ConvSpec) -> tuple[int, int]:
     return tuple((n * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1 for n in x.shape[2:])  # type: ignore[return-value]
 
 
-def _window(x: torch.Tensor, up: int, rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
-    """Rows/columns ``[a, b)`` of ``x`` upsampled ``up``x (nearest) and reflect-padded at the borders, as the
-    whole-image conv sees them, built from the needed part of ``x`` only (float32)."""
-    h, w = x.shape[2] * up, x.shape[3] * up
+def _window(x: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], mode: str = "reflect") -> torch.Tensor:
+    """Rows/columns ``[a, b)`` of ``x``, padded beyond its borders (``mode``) as the whole-image conv pads them,
+    built from the needed part of ``x`` only (float32)."""
     (a, b), (c, d) = rows, cols
-    a1, b1, c1, d1 = max(a, 0), min(b, h), max(c, 0), min(d, w)
-    patch = x[:, :, a1 // up:(b1 - 1) // up + 1, c1 // up:(d1 - 1) // up + 1].float()
-    if up > 1:
-        patch = F.interpolate(patch, scale_factor=up, mode="nearest")
-        patch = patch[:, :, a1 % up:a1 % up + b1 - a1, c1 % up:c1 % up + d1 - c1]
+    a1, b1, c1, d1 = max(a, 0), min(b, x.shape[2]), max(c, 0), min(d, x.shape[3])
+    patch = x[:, :, a1:b1, c1:d1].float()
     border = [c1 - c, d - d1, a1 - a, b - b1]
-    return F.pad(patch, border, mode="reflect") if any(border) else patch
+    return F.pad(patch, border, mode=mode) if any(border) else patch
 
 
 def transform(x: torch.Tensor, params: Params, base: int = 8, ops=DirectOps) -> torch.Tensor:

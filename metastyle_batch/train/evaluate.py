@@ -17,6 +17,7 @@ from ..metrics import gram_signature, palette_distance, retrieval_hits, tone_cor
 from ..model.vgg import STYLE_LAYERS
 from ..tensors import load_rgb_tensor, resize
 from .data import list_images
+from .finetune import finetune
 from .gatys import optimize
 from .losses import content_loss, style_loss, style_targets
 
@@ -54,14 +55,18 @@ def _spread(files: list[Path], n: int | None) -> list[Path]:
 def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path, out_dir: str | Path, *,
              size: int = 256, n_content: int | None = None, n_style: int | None = None, gatys_steps: int = 200,
              content_layer: str = "relu2_2", style_weight: float = 15.0, progress=None,
-             peers: dict[str, Peer] | None = None) -> list[Row]:
+             peers: dict[str, Peer] | None = None, refine_steps: int = 0) -> list[Row]:
     """Losses and look metrics (:mod:`metastyle_batch.metrics`) of the content image, our output, Gatys@50/@N
-    (``style_weight``: its raw style-loss weight) and any ``peers`` for each pair.
+    (``style_weight``: its raw style-loss weight) and any ``peers`` for each pair. ``refine_steps`` adds
+    "refined": each style's network fine-tuned that long on all the content images, as ``image --refine`` does
+    on a folder.
 
     Writes results.csv and grid.png (per pair: content, style, ours, the Gatys snapshots, then the peers).
     """
     peers = peers or {}
     methods = (METHODS if gatys_steps > 0 else METHODS[:2]) + tuple(peers)  # "gatys200" is Gatys@gatys_steps
+    if refine_steps:
+        methods = methods[:2] + ("refined",) + methods[2:]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     contents = _spread(list_images(content_dir), n_content)
@@ -72,6 +77,8 @@ def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path,
     rows: list[Row] = []
     grid = []
     pairs = list(itertools.product(contents, range(len(styles))))
+    refined: dict[int, dict] = {}
+    photos = [(_load(p, size) * 255).round().to(torch.uint8)[0] for p in contents] if refine_steps else []
     for i, (cpath, k) in enumerate(pairs):
         spath, s = styles[k], style_images[k]
         c = _load(cpath, size).to(device)
@@ -80,6 +87,10 @@ def evaluate(stylizer: Stylizer, content_dir: str | Path, style_dir: str | Path,
             targets = style_targets(vgg(s, STYLE_LAYERS))
         code = stylizer.encode(spath)  # the product's output: the network, then the palette transfer
         images = {"content": c, "ours": match_palette(stylizer.run(c, stylizer.network(code)), code, stylizer.palette)}
+        if refine_steps:
+            if k not in refined:
+                refined[k] = finetune(stylizer, spath, photos, refine_steps).params
+            images["refined"] = match_palette(stylizer.run(c, refined[k]), code, stylizer.palette)
         if gatys_steps > 0:
             snapshots = {}
             optimize(vgg, c, s, gatys_steps, content_layer=content_layer, style_weight=style_weight,

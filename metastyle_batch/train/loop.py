@@ -196,7 +196,14 @@ def _style_bank(vgg: VGG16, styles: list[torch.Tensor], cfg: TrainConfig, path: 
             return bank
     if is_main:
         print(f"precomputing style targets: {len(styles)} styles × {cfg.style_bank} crops")
-    bank = build_bank(vgg, styles, cfg.style_bank, cfg.crop, device, amp)
+    t0, shown = time.perf_counter(), [0]
+
+    def progress(done: int, total: int) -> None:  # every tenth: minutes of silence otherwise on a CPU
+        if is_main and done * 10 // total > shown[0]:
+            shown[0] = done * 10 // total
+            print(f"  style targets {done}/{total} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    bank = build_bank(vgg, styles, cfg.style_bank, cfg.crop, device, amp, progress=progress)
     if is_main:
         bank.save(path)
     return bank

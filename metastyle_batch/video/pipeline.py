@@ -499,6 +499,7 @@ def stylize_video(
     info: VideoInfo | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    network: dict | None = None,
 ) -> dict[str, Any]:
     """Stylize ``src`` into ``dst`` (H.264 yuv420p, audio copied) and return a stats dict.
 
@@ -512,17 +513,22 @@ def stylize_video(
     ``workers`` batches are computed at once (default: 2 on a CPU with 2+ torch threads, each batch then
     gets half of them; 1 elsewhere); outputs do not depend on it. The stats include ``compute_s``
     (thread-seconds) and the time the compute waited for the decoder (``decode_wait_s``) and the encoder
-    (``encode_wait_s``).
+    (``encode_wait_s``). ``network``: a ready generated network for the whole clip (one style, strength 1:
+    e.g. :func:`~metastyle_batch.train.finetune.finetune`'s on the clip's own frames); the style still gives the
+    palette's colours.
     """
     t_start = time.perf_counter()
     plan = _plan(stylizer, Path(src), Path(dst), keyframes, ease=ease, strength=strength,
                  preserve_color=preserve_color, batch=batch, max_side=max_side, quality=quality, preset=preset,
                  overwrite=overwrite, measure_flicker=measure_flicker, stabilize=stabilize, info=info,
                  workers=workers)
+    if network is not None and not (plan.schedule.fixed and plan.strength == 1.0):
+        raise ValueError("a ready network needs one style for the whole clip and strength 1")
     threads = max(1, torch.get_num_threads() // plan.workers)
     compute = FrameCompute(stylizer, plan.schedule, strength=plan.strength, preserve_color=plan.preserve_color,
                            stabilize=plan.stabilize, measure_flicker=plan.measure_flicker, threads=threads,
                            palette=palette)
+    compute.fixed_params = network
     pipe = _Pipe(plan)
     with atomic_path(plan.dst) as tmp, torch_threads(threads):  # tmp: removed on error, renamed after _finalize
         try:
