@@ -62,14 +62,15 @@ class FrameCompute:
 
     def __init__(self, stylizer, schedule: StyleSchedule, *, strength: float = 1.0, preserve_color: bool = False,
                  stabilize: bool = False, measure_flicker: bool = True, threads: int = 1,
-                 palette: float = PALETTE_STRENGTH):
+                 palette: float = PALETTE_STRENGTH, network=None):
+        """``network``: a ready network for a one-style clip (``video --refine``), used instead of the style's."""
         self.stylizer, self.schedule = stylizer, schedule
         self.strength, self.preserve_color, self.palette = strength, preserve_color, palette
         self._affine = None  # the palette map of a one-style clip, from its first frame
         self.flicker = FlickerMeter() if measure_flicker else None
         self.stabilizer = Stabilizer() if stabilize else None
         self.threads = threads  # intra-op threads of one forward call (set by the caller: torch_threads)
-        self.fixed_params = None
+        self.fixed_params = network
         self.seconds = 0.0  # thread-seconds in prepare + forward + finish (workers overlap)
         self._lock = threading.Lock()
 

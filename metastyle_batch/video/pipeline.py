@@ -527,8 +527,7 @@ def stylize_video(
     threads = max(1, torch.get_num_threads() // plan.workers)
     compute = FrameCompute(stylizer, plan.schedule, strength=plan.strength, preserve_color=plan.preserve_color,
                            stabilize=plan.stabilize, measure_flicker=plan.measure_flicker, threads=threads,
-                           palette=palette)
-    compute.fixed_params = network
+                           palette=palette, network=network)
     pipe = _Pipe(plan)
     with atomic_path(plan.dst) as tmp, torch_threads(threads):  # tmp: removed on error, renamed after _finalize
         try:
