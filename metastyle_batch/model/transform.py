@@ -157,18 +157,18 @@ class TiledOps:
                 yield (slice(y0, y1), slice(x0, x1)), (F.pixel_shuffle(y, 2) if phases else y).float()
             memory.release()  # the tiles' scratch memory, which glibc would keep (memory.keep_freed_memory)
 
-    def _output(self, x: torch.Tensor, spec: ConvSpec, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """An empty output map for the layer: float32, or ``store_dtype`` when it is big."""
+    def _output(self, x: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
+        """An empty feature map for the layer, float32 or (when big) ``store_dtype``, channels-last: the layout
+        the convs read and write fastest (2048², 2 Zen 3 cores: 0.83-0.89 → 0.61-0.83 s/MP)."""
         ho, wo = _out_size(x, spec)
-        if dtype is None:
-            big = x.shape[0] * spec.cout * ho * wo > self.HALF_ELEMENTS
-            dtype = self.store_dtype if big else torch.float32
-        return torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store, dtype=dtype)
+        dtype = self.store_dtype if x.shape[0] * spec.cout * ho * wo > self.HALF_ELEMENTS else torch.float32
+        return torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store, dtype=dtype,
+                           memory_format=torch.channels_last)
 
     def conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
         """An un-normalised conv (the output layer): stored in float32, it is the image."""
         x = x.to(self.store)
-        out = self._output(x, spec, torch.float32)
+        out = torch.empty(x.shape[0], spec.cout, *_out_size(x, spec), device=self.store)
         for (rows, cols), y in self._tiles(x, w, b, spec):
             out[:, :, rows, cols] = y.to(self.store)
         return out
@@ -181,7 +181,11 @@ class TiledOps:
         for where, y in self._tiles(x, w, None, spec):  # y: this tile's own tensor, centred and scaled in place
             n_t = y.shape[2] * y.shape[3]
             mean_t = y.mean(dim=(2, 3), keepdim=True)
-            std_t = torch.linalg.vector_norm(y.sub_(mean_t), dim=(2, 3), keepdim=True).div_(n_t ** 0.5).add_(1e-12)
+            y.sub_(mean_t)
+            if y.is_contiguous():
+                std_t = torch.linalg.vector_norm(y, dim=(2, 3), keepdim=True).div_(n_t ** 0.5).add_(1e-12)
+            else:  # channels-last: vector_norm over H, W is 30x slower there
+                std_t = y.square().mean(dim=(2, 3), keepdim=True).sqrt_().add_(1e-12)
             out[(slice(None), slice(None)) + where] = y.div_(std_t).to(self.store, out.dtype)
             mean_t, std_t = mean_t.double().to(self.store), std_t.double().to(self.store)
             tiles.append((where, mean_t, std_t))
@@ -193,13 +197,10 @@ class TiledOps:
         scale = 1 / std if gain is None else _channels(gain).to(std) / std
         offset = _channels(shift).to(std)
         for where, mean_t, std_t in tiles:  # stored = (y - mean_t) / std_t → the normalised y, in place
-            part = out[(slice(None), slice(None)) + where]
-            y = part if part.dtype == torch.float32 else part.float()
-            y.mul_((std_t * scale).float()).add_(((mean_t - mean) * scale + offset).float())
+            y = out[(slice(None), slice(None)) + where]
+            torch.addcmul(((mean_t - mean) * scale + offset).float(), y, (std_t * scale).float(), out=y)  # float32 math
             if relu:
                 y.clamp_(min=0)
-            if y is not part:
-                part.copy_(y)
         memory.release()
         return out
 
@@ -211,13 +212,29 @@ def _out_size(x: torch.Tensor, spec: ConvSpec) -> tuple[int, int]:
 
 
 def _window(x: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], mode: str = "reflect") -> torch.Tensor:
-    """Rows/columns ``[a, b)`` of ``x``, padded beyond its borders (``mode``) as the whole-image conv pads them,
-    built from the needed part of ``x`` only (float32)."""
+    """Rows/columns ``[a, b)`` of ``x``, padded beyond its borders (``mode``) as the whole-image conv pads them:
+    float32 in ``x``'s memory layout, the needed part of ``x`` copied once into the window, whose border (at most
+    k // 2 wide) is then filled from the window itself (``F.pad`` would copy it all again, slowly when
+    channels-last)."""
     (a, b), (c, d) = rows, cols
     a1, b1, c1, d1 = max(a, 0), min(b, x.shape[2]), max(c, 0), min(d, x.shape[3])
-    patch = x[:, :, a1:b1, c1:d1].float()
-    border = [c1 - c, d - d1, a1 - a, b - b1]
-    return F.pad(patch, border, mode=mode) if any(border) else patch
+    top, bottom, left, right = a1 - a, b - b1, c1 - c, d - d1
+    if not (top or bottom or left or right):
+        return x[:, :, a1:b1, c1:d1].float()
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty(x.shape[0], x.shape[1], b - a, d - c, device=x.device, memory_format=layout)
+    h, w = b1 - a1, d1 - c1
+    out[:, :, top:top + h, left:left + w] = x[:, :, a1:b1, c1:d1]
+    reflect = mode == "reflect"
+    for i in range(top):  # row top - 1 - i mirrors row top + 1 + i (reflect) or repeats row top (replicate)
+        out[:, :, top - 1 - i, left:left + w] = out[:, :, top + 1 + i if reflect else top, left:left + w]
+    for i in range(bottom):
+        out[:, :, top + h + i, left:left + w] = out[:, :, top + h - 2 - i if reflect else top + h - 1, left:left + w]
+    for j in range(left):  # columns last, over all rows: the corners come from the padded rows
+        out[:, :, :, left - 1 - j] = out[:, :, :, left + 1 + j if reflect else left]
+    for j in range(right):
+        out[:, :, :, left + w + j] = out[:, :, :, left + w - 2 - j if reflect else left + w - 1]
+    return out
 
 
 def transform(x: torch.Tensor, params: Params, base: int = 8, ops=DirectOps) -> torch.Tensor:
