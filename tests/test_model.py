@@ -1,11 +1,13 @@
 """The generated TransformNet: per-sample networks, exact tiling, any input size."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import random_meta
 from metastyle_batch.model.meta import MetaNet, StyleCode, mix
-from metastyle_batch.model.transform import (TiledOps, crop_back, generated_specs, pad_to_multiple, polyphase, transform,
-                                             transform_polyphase)
+from metastyle_batch.model.transform import (TiledOps, _window, crop_back, generated_specs, pad_to_multiple, polyphase,
+                                             transform, transform_polyphase)
 from metastyle_batch.model.vgg import STYLE_DIM
 
 
@@ -143,3 +145,17 @@ def test_tiled_half_precision_store_is_within_one_level():
     half = transform(x, params, 8, ops=ops)
     diff = (whole - half.float().clamp(0, 1)).abs()
     assert diff.max() < 1 / 255 and diff.mean() < 0.08 / 255  # measured: 0.85 and 0.05 levels
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_tile_window_pads_like_the_whole_image(channels_last, mode):
+    """A tile's window beyond the map's border holds what padding the whole map would put there."""
+    x = torch.randn(1, 5, 30, 40).half()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    whole = F.pad(x.float(), [4] * 4, mode=mode)
+    for rows, cols in [((-4, 10), (-4, 12)), ((20, 34), (30, 44)), ((-3, 34), (-2, 44)), ((5, 12), (-4, 44)), ((3, 9), (2, 7))]:
+        window = _window(x, rows, cols, mode)
+        assert window.dtype == torch.float32
+        assert torch.equal(window, whole[:, :, rows[0] + 4:rows[1] + 4, cols[0] + 4:cols[1] + 4])

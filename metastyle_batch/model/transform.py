@@ -159,7 +159,7 @@ class TiledOps:
 
     def _output(self, x: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
         """An empty feature map for the layer, float32 or (when big) ``store_dtype``, channels-last: the layout
-        the convs read and write fastest (2048², 2 Zen 3 cores: 0.83-0.89 → 0.61-0.83 s/MP)."""
+        the convs read and write fastest (see docs/BENCHMARKS.md, large photos)."""
         ho, wo = _out_size(x, spec)
         dtype = self.store_dtype if x.shape[0] * spec.cout * ho * wo > self.HALF_ELEMENTS else torch.float32
         return torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store, dtype=dtype,
