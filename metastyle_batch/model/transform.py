@@ -226,14 +226,12 @@ def _window(x: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], mode:
     h, w = b1 - a1, d1 - c1
     out[:, :, top:top + h, left:left + w] = x[:, :, a1:b1, c1:d1]
     reflect = mode == "reflect"
-    for i in range(top):  # row top - 1 - i mirrors row top + 1 + i (reflect) or repeats row top (replicate)
-        out[:, :, top - 1 - i, left:left + w] = out[:, :, top + 1 + i if reflect else top, left:left + w]
-    for i in range(bottom):
-        out[:, :, top + h + i, left:left + w] = out[:, :, top + h - 2 - i if reflect else top + h - 1, left:left + w]
-    for j in range(left):  # columns last, over all rows: the corners come from the padded rows
-        out[:, :, :, left - 1 - j] = out[:, :, :, left + 1 + j if reflect else left]
-    for j in range(right):
-        out[:, :, :, left + w + j] = out[:, :, :, left + w - 2 - j if reflect else left + w - 1]
+    for dim, before, size, after in ((2, top, h, bottom), (3, left, w, right)):  # rows, then columns over all rows
+        end = before + size
+        for i in range(before):  # mirrors the line i + 1 inside the edge (reflect) or repeats the edge (replicate)
+            out.select(dim, before - 1 - i).copy_(out.select(dim, before + 1 + i if reflect else before))
+        for i in range(after):
+            out.select(dim, end + i).copy_(out.select(dim, end - 2 - i if reflect else end - 1))
     return out
 
 
