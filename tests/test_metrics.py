@@ -128,3 +128,27 @@ def test_palette_transfer_moves_colours_to_the_style_and_keeps_the_tone() -> Non
     a, b = moments(y[0].reshape(3, -1).numpy()), target
     both = torch.cat([y, style], dim=3)[0].reshape(3, -1).numpy()
     assert np.allclose(moments(both), (a + b) / 2, atol=1e-5)  # raw moments mix like the style codes
+
+
+def test_spike_term_finds_a_lone_spike_and_runs_the_same_network() -> None:
+    from metastyle_batch.model.transform import ConvSpec, transform
+    from metastyle_batch.train.losses import SpikeMeter
+
+    delta = torch.zeros(1, 1, 3, 3)
+    delta[0, 0, 1, 1] = 1.0  # the conv passes its input through: the meter sees the map itself, normalised
+    spec, shift = ConvSpec("t", 1, 1, 3), torch.zeros(1)
+    noise = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    lone = noise * 0.1
+    lone[..., 20, 40] = 50.0  # ~60 stds out after instance norm
+    totals = []
+    for x in (noise, lone):
+        meter = SpikeMeter()
+        meter.conv_norm(x, delta, spec, shift, relu=False, gain=None)
+        totals.append(float(meter.total))
+    assert totals[0] < 1e-3 and totals[1] > 1000
+
+    meta = random_meta(0)
+    params = meta.network(torch.relu(torch.randn(meta.hidden_dim)))
+    photo = _img(3)
+    with torch.no_grad():
+        torch.testing.assert_close(transform(photo, params, 8, ops=SpikeMeter()), transform(photo, params, 8))

@@ -39,6 +39,7 @@ def train(
     style_norm: bool = typer.Option(_D["style_norm"], "--style-norm/--raw-style-loss", help="Divide each style statistic by its spread over the training styles and weight the four layers equally (the raw loss lets relu4_3 drown out the colours)."),
     palette_weight: float = typer.Option(_D["palette_weight"], help="Weight of the palette loss: sliced Wasserstein distance of the output's Lab colours to the style's."),
     tone_weight: float = typer.Option(_D["tone_weight"], help="Weight of the tone loss: 1 - correlation of the output's coarse luminance with the photo's."),
+    spike_weight: float = typer.Option(_D["spike_weight"], help="Weight of the spike term: instance-normalised values beyond 6 stds, the lone spikes that show as blots and mute the image around them."),
     style_bank: int = typer.Option(_D["style_bank"], help="Precompute style targets for N random crops of every style once (0: a fresh crop and VGG pass every step)."),
     seed: int = typer.Option(_D["seed"]),
     ckpt_every: int = typer.Option(_D["ckpt_every"], help="Checkpoint every N steps."),
@@ -66,7 +67,8 @@ def train(
         content_dir=str(content_dir), style_dir=str(style_dir), out_dir=str(out), base=base, steps=steps, crop=crop,
         batch=batch, style_every=style_every, styles_per_step=styles_per_step, lr=lr, lr_decay_steps=lr_decay_steps,
         content_layer=content_layer, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
-        style_norm=style_norm, palette_weight=palette_weight, tone_weight=tone_weight, style_bank=style_bank,
+        style_norm=style_norm, palette_weight=palette_weight, tone_weight=tone_weight, spike_weight=spike_weight,
+        style_bank=style_bank,
         seed=seed, ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device,
         bf16=bf16, init=str(init) if init else None)
     with guarded():

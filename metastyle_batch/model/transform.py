@@ -81,9 +81,13 @@ class DirectOps:
 
     @staticmethod
     def norm(x: torch.Tensor, shift: torch.Tensor, relu: bool, gain: torch.Tensor | None = None) -> torch.Tensor:
-        x = F.instance_norm(x)
-        x = x + _channels(shift) if gain is None else torch.addcmul(_channels(shift), x, _channels(gain))
-        return F.relu(x) if relu else x
+        return DirectOps.affine(F.instance_norm(x), shift, relu, gain)
+
+    @staticmethod
+    def affine(z: torch.Tensor, shift: torch.Tensor, relu: bool, gain: torch.Tensor | None = None) -> torch.Tensor:
+        """What follows instance norm: the generated per-channel gain and shift, then ReLU."""
+        z = z + _channels(shift) if gain is None else torch.addcmul(_channels(shift), z, _channels(gain))
+        return F.relu(z) if relu else z
 
     @staticmethod
     def conv_norm(x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, shift: torch.Tensor, relu: bool,

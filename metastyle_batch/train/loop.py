@@ -26,7 +26,7 @@ from ..model.vgg import VGG16, STYLE_LAYERS, load_vgg, style_vector
 from . import data
 from .bank import StyleBank, bank_key, build_bank
 from .config import TrainConfig
-from .losses import PALETTE_SIZE, Objective, style_targets
+from .losses import PALETTE_SIZE, Objective, SpikeMeter, style_targets
 from ..metrics import lab_points
 from ..paths import atomic_path
 
@@ -38,12 +38,14 @@ class StyleTransferModel(nn.Module):
         super().__init__()
         self.meta = meta
 
-    def forward(self, style_vec: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        """``style_vec`` (S, 1920): S == 1 styles the whole batch, else each run of B/S content images its own."""
+    def forward(self, style_vec: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, spike term) for ``style_vec`` (S, 1920): S == 1 styles the whole batch, else each run of B/S
+        content images its own."""
         hidden = self.meta.encode_features(style_vec)
         if len(hidden) > 1:
             hidden = hidden.repeat_interleave(len(content) // len(hidden), dim=0)
-        return transform(content, self.meta.network(hidden), self.meta.base)
+        meter = SpikeMeter()
+        return transform(content, self.meta.network(hidden), self.meta.base, ops=meter), meter.total
 
 
 def _has_bf16(device: torch.device) -> bool:
@@ -110,7 +112,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
     log_file = open(out / "log.csv", "a", newline="") if is_main else None
     writer = csv.writer(log_file) if log_file else None
     if writer and log_file.tell() == 0:
-        writer.writerow(["step", "loss", "content", "style", "tv", "palette", "tone", "grad_norm", "skipped", "seconds"])
+        writer.writerow(["step", "loss", "content", "style", "tv", "palette", "tone", "spike", "grad_norm", "skipped",
+                         "seconds"])
     bar = _progress(progress and is_main, step, cfg.steps)
     t0 = time.time()
     style_vec = targets = style_lab = None
@@ -135,9 +138,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
             with torch.no_grad(), amp:
                 content_feat = vgg(content, (cfg.content_layer,))[cfg.content_layer]
             with amp:
-                out_img = model(style_vec, content)
+                out_img, spike = model(style_vec, content)
                 loss, terms = objective(vgg, out_img, content, content_feat, targets, style_lab,
                                         data.generator(cfg.seed, 8, step))
+                terms["spike"] = spike
+                if cfg.spike_weight:
+                    loss = loss + cfg.spike_weight * spike
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
             opt.zero_grad(set_to_none=True)
@@ -150,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
             if writer and (step % cfg.log_every == 0 or step == cfg.steps):
                 writer.writerow([step, f"{loss.item():.5g}"]
                                 + [f"{terms[k].item():.5g}" if k in terms else "" for k in
-                                   ("content", "style", "tv", "palette", "tone")]
+                                   ("content", "style", "tv", "palette", "tone", "spike")]
                                 + [f"{grad_norm:.4g}", int(skipped), f"{time.time() - t0:.1f}"])
                 log_file.flush()
             if bar:

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from ..metrics import directions, lab_points, sliced_wasserstein, tone_correlation
+from ..model.transform import ConvSpec, DirectOps
 from ..model.vgg import STYLE_LAYERS, style_vector
 
 PALETTE_SIZE = 32  # training compares 32 x 32 Lab pixels of output and style: cheap, and enough for a palette
 TONE_SIZE = 16
+SPIKE_LIMIT = 6.0  # instance-normalised values beyond this many stds count as a spike (photo edges reach ~8)
 
 
 def content_loss(out: dict[str, torch.Tensor], target: torch.Tensor, layer: str) -> torch.Tensor:
@@ -53,6 +55,27 @@ def palette_loss(out: torch.Tensor, style_lab: torch.Tensor, generator: torch.Ge
 def tone_loss(out: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """1 - correlation of the coarse luminance of output and content: keeps the photo's light and dark layout."""
     return (1 - tone_correlation(out, content, TONE_SIZE)).mean()
+
+
+class SpikeMeter(DirectOps):
+    """Runs the network like :class:`DirectOps` and measures instance norm's "droplet" artefact (Karras et al.,
+    StyleGAN2, sec. 2): a lone spike tens of stds out inflates a channel's std, which mutes the rest of the map.
+    Our generated networks learnt it: it grows through the residual blocks to 20-47 stds at one spot and shows
+    as a dark or blue blot, with a flatter, greyer image around it. ``total``: the squared excess of every
+    normalised value over ``SPIKE_LIMIT`` stds, summed over each map and layer, averaged over batch and channels.
+    """
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | float = 0.0
+
+    def conv_norm(self, x: torch.Tensor, w: torch.Tensor, spec: ConvSpec, shift: torch.Tensor, relu: bool,
+                  gain: torch.Tensor | None) -> torch.Tensor:
+        z = F.instance_norm(DirectOps.conv(x, w, None, spec))
+        self.measure(z)
+        return DirectOps.affine(z, shift, relu, gain)
+
+    def measure(self, z: torch.Tensor) -> None:
+        self.total = self.total + F.relu(z.abs() - SPIKE_LIMIT).square().sum(dim=(2, 3)).mean()
 
 
 def perceptual_losses(vgg, out_img: torch.Tensor, content_feat: torch.Tensor, targets, content_layer: str):
