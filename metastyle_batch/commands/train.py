@@ -68,9 +68,8 @@ def train(
         batch=batch, style_every=style_every, styles_per_step=styles_per_step, lr=lr, lr_decay_steps=lr_decay_steps,
         content_layer=content_layer, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         style_norm=style_norm, palette_weight=palette_weight, tone_weight=tone_weight, spike_weight=spike_weight,
-        style_bank=style_bank,
-        seed=seed, ckpt_every=ckpt_every, sample_every=sample_every, vgg=str(vgg) if vgg else None, device=device,
-        bf16=bf16, init=str(init) if init else None)
+        style_bank=style_bank, seed=seed, ckpt_every=ckpt_every, sample_every=sample_every,
+        vgg=str(vgg) if vgg else None, device=device, bf16=bf16, init=str(init) if init else None)
     with guarded():
         try:
             run(cfg, resume=resume)

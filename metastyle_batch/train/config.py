@@ -30,7 +30,7 @@ class TrainConfig:
     tv_weight: float = 1.0
     palette_weight: float = 30.0  # sliced Wasserstein distance of Lab colours to the style's (losses.palette_loss)
     tone_weight: float = 1.0  # 1 - correlation of coarse luminance with the content's (losses.tone_loss)
-    spike_weight: float = 0.0  # against lone instance-norm spikes (losses.SpikeMeter); 0.003 was worse by eye (MODEL_CARD)
+    spike_weight: float = 0.0  # against lone instance-norm spikes (losses.SpikeMeter); 0.003 looked worse
     seed: int = 0
     ckpt_every: int = 200
     sample_every: int = 500

@@ -34,16 +34,19 @@ from ..paths import atomic_path
 class StyleTransferModel(nn.Module):
     """The trainable graph (meta network → generated TransformNet → image), one module so DDP can wrap it."""
 
-    def __init__(self, meta: MetaNet):
+    def __init__(self, meta: MetaNet, spikes: bool = False):
         super().__init__()
         self.meta = meta
+        self.spikes = spikes  # measure the spike term (an extra pass over every map: only when it is trained)
 
-    def forward(self, style_vec: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, spike term) for ``style_vec`` (S, 1920): S == 1 styles the whole batch, else each run of B/S
-        content images its own."""
+    def forward(self, style_vec: torch.Tensor, content: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(images, spike term or None) for ``style_vec`` (S, 1920): S == 1 styles the whole batch, else each run
+        of B/S content images its own."""
         hidden = self.meta.encode_features(style_vec)
         if len(hidden) > 1:
             hidden = hidden.repeat_interleave(len(content) // len(hidden), dim=0)
+        if not self.spikes:
+            return transform(content, self.meta.network(hidden), self.meta.base), None
         meter = SpikeMeter()
         return transform(content, self.meta.network(hidden), self.meta.base, ops=meter), meter.total
 
@@ -78,7 +81,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
 
     torch.manual_seed(cfg.seed)
     meta = _initial_network(cfg).to(device)
-    model: nn.Module = StyleTransferModel(meta)
+    model: nn.Module = StyleTransferModel(meta, spikes=cfg.spike_weight > 0)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     vgg = (vgg or load_vgg(cfg.vgg, log=print if is_main else None)).to(device)
@@ -141,8 +144,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
                 out_img, spike = model(style_vec, content)
                 loss, terms = objective(vgg, out_img, content, content_feat, targets, style_lab,
                                         data.generator(cfg.seed, 8, step))
-                terms["spike"] = spike
-                if cfg.spike_weight:
+                if spike is not None:
+                    terms["spike"] = spike
                     loss = loss + cfg.spike_weight * spike
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
