@@ -69,12 +69,12 @@ def _peer(src: Path, out: Path) -> list[str]:
 
 def _stages(size: int) -> dict[str, float]:
     """Milliseconds of read, stylize, PNG and JPEG encode for one image, in-process, warm."""
-    from metastyle_batch.engine import Stylizer
     from metastyle_batch.images import encode_image, read_image
+    from metastyle_batch.runtime import open_stylizer
 
     with tempfile.TemporaryDirectory() as tmp:
         path = _photos(Path(tmp), 1, size, size) / "img000.jpg"
-        stylizer = Stylizer(device="cpu")
+        stylizer = open_stylizer(device="cpu")
         code = stylizer.encode(STYLE)
         timings: dict[str, list[float]] = {"read": [], "stylize": [], "encode png": [], "encode jpeg": []}
         for _ in range(3):

@@ -15,9 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metastyle_batch.engine import Stylizer  # noqa: E402
 from metastyle_batch.grid import save_grid  # noqa: E402
 from metastyle_batch.images import read_image  # noqa: E402
+from metastyle_batch.runtime import open_stylizer  # noqa: E402
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "examples_grid.jpg")
     ap.add_argument("--cell", type=int, default=256)
     args = ap.parse_args()
-    stylizer = Stylizer(device="auto", disk_cache=False)
+    stylizer = open_stylizer(device="auto", disk_cache=False)
     photos = sorted((REPO / "examples" / "content").glob("*.jpg"))
     styles = sorted((REPO / "examples" / "style").glob("*.jpg"))
     codes = [stylizer.encode(s) for s in styles]

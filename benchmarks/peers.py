@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metastyle_batch.engine import Stylizer  # noqa: E402
+from metastyle_batch.runtime import open_stylizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "bench"
@@ -62,9 +63,8 @@ def speed(args) -> dict:
     from PIL import Image
 
     peer = _peer()
-    ours = Stylizer(device="cpu")
+    ours = open_stylizer(device="cpu")  # the product's CPU engine (ONNX Runtime, no torch)
     eager = Stylizer(device="cpu")
-    eager.use_ort = False
     style_rgb = np.asarray(Image.open(EXAMPLE_STYLE).convert("RGB"), dtype=np.float32) / 255
     style_pil = Image.open(EXAMPLE_STYLE).convert("RGB")
     code = ours.encode(EXAMPLE_STYLE)

@@ -96,9 +96,11 @@ def make_backends(params: Params, base: int, args) -> tuple[dict[str, Backend], 
             t0 = _now()
             blob = export_onnx_bytes(params, base)
             t1 = _now()
-            backends["ort"] = OrtNetwork(blob, threads=args.threads)
+            ort = OrtNetwork(blob, threads=args.threads)
+            backends["ort"] = lambda x: torch.from_numpy(ort.run(x.numpy()))
             t2 = _now()
-            backends["ort_plain"] = OrtNetwork(plain_onnx(single_network(params), base), threads=args.threads)
+            plain = OrtNetwork(plain_onnx(single_network(params), base), threads=args.threads)
+            backends["ort_plain"] = lambda x: torch.from_numpy(plain.run(x.numpy()))
             notes["ort"] = (f"export {1e3 * (t1 - t0):.0f} ms + session {1e3 * (t2 - t1):.0f} ms, "
                             f"{len(blob) / 1e3:.0f} kB graph")
         except ImportError as e:

@@ -85,9 +85,10 @@ def stabiliser_study(stylizer, src: Path, code, alphas=(0.5, 0.7), radii=(0, 8, 
     import torch.nn.functional as F
 
     info = probe(src)
-    x = torch.from_numpy(decode(src, info.width, info.height)[:frames].copy()).permute(0, 3, 1, 2).float() / 255
+    x_np = decode(src, info.width, info.height)[:frames].transpose(0, 3, 1, 2).astype(np.float32) / 255
     params = stylizer.network(code)
-    y = torch.cat([stylizer.run(x[i:i + 2], params).float().cpu() for i in range(0, len(x), 2)])
+    y_np = np.concatenate([stylizer.run_array(x_np[i:i + 2], params) for i in range(0, len(x_np), 2)])
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     change = (x[1:] - x[:-1]).abs().mean(1, keepdim=True) * 255
     moving = change > 6
     near = (F.max_pool2d(moving.float(), 33, 1, 16) > 0) & ~moving
@@ -103,7 +104,7 @@ def stabiliser_study(stylizer, src: Path, code, alphas=(0.5, 0.7), radii=(0, 8, 
     for a in alphas:
         for r in radii:
             blend = Stabilizer(a, r)
-            z = torch.cat([blend(x[i:i + 1], y[i:i + 1]) for i in range(len(x))]).clamp(0, 1)
+            z = torch.from_numpy(np.concatenate([blend(x_np[i:i + 1], y_np[i:i + 1]) for i in range(len(x))])).clamp(0, 1)
             dev = (z[1:] - y[1:]).abs().mean(1, keepdim=True) * 255
 
             def at(mask):
@@ -132,9 +133,11 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from metastyle_batch.engine import Stylizer, default_model_path
+    from metastyle_batch.codes import StyleCode
     from metastyle_batch.model.io import save_model
-    from metastyle_batch.model.meta import MetaNet, StyleCode
+    from metastyle_batch.model.meta import MetaNet
+    from metastyle_batch.paths import default_model_path
+    from metastyle_batch.runtime import open_stylizer
 
     work = Path(tempfile.mkdtemp(prefix="metastyle-video-bench-"))
     clip = args.clip
@@ -148,25 +151,25 @@ def main() -> None:
         model = work / "random-base8.safetensors"
         save_model(MetaNet(8), model, {"style_size": 256, "steps": 0})
         print("model: random MetaNet(8) (speed is the same as a trained one)")
-    stylizer = Stylizer(model=model, device=args.device)
+    stylizer = open_stylizer(model, args.device)
     dim = stylizer.meta.hidden_dim
-    g = torch.Generator().manual_seed(1)
+    g = np.random.default_rng(1)
     if args.style:
         style_a = stylizer.encode(args.style)
     else:
-        style_a = StyleCode(torch.rand(dim, generator=g))
-    style_b = StyleCode(torch.rand(dim, generator=g))
+        style_a = StyleCode(g.random(dim, dtype=np.float32))
+    style_b = StyleCode(g.random(dim, dtype=np.float32))
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     dev = stylizer.device
-    dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {os.cpu_count()} cores, {stylizer.runtime}"
     print(f"clip: {clip.name} {info.width}x{info.height}, {info.frames} frames at {info.fps} fps"
           f"{', audio' if info.has_audio else ''}; device {dev} ({dev_name}); load average {load[0]:.2f}")
     print(f"encoder: libx264 preset {args.preset}, quality {args.quality}")
 
     # warm-up: network generation, allocator, cuDNN autotune
-    x = torch.rand(1, 3, min(info.height, 256), min(info.width, 256))
-    stylizer.run(x, stylizer.network(style_a))
+    x = np.random.default_rng(0).random((1, 3, min(info.height, 256), min(info.width, 256)), dtype=np.float32)
+    stylizer.run_array(x, stylizer.network(style_a))
     if dev.type == "cuda":
         torch.cuda.synchronize()
 

@@ -258,27 +258,26 @@ class _Worker:
     def __init__(self, settings: dict, threads: int = 1):
         for k, v in settings.get("env", {}).items():
             os.environ.setdefault(k, v)
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
-        from .engine import Stylizer
-        from .model.meta import StyleCode
+        from .codes import StyleCode
+        from .runtime import open_stylizer, uses_torch
 
         self.s = Settings(**settings)
         self.plan = self.s.plan
-        self.stylizer = Stylizer(model=self.s.model, device=self.s.device)
+        if uses_torch(self.s.device):
+            import torch
+
+            torch.set_num_threads(max(1, int(threads)))
+            self.stylizer = open_stylizer(self.s.model, self.s.device)
+        else:
+            self.stylizer = open_stylizer(self.s.model, self.s.device, threads=max(1, int(threads)))
         if self.s.model_id and self.stylizer.model_id != self.s.model_id:
             raise MetastyleError(self.stylizer.model_path, f"this worker's model ({self.stylizer.model_id}) is not the "
                                  f"driver's ({self.s.model_id}); install the same metastyle-batch everywhere or put "
                                  "the model file on a path every node sees")
         if self.s.net:
-            from .train.finetune import load_net
-
-            st = self.stylizer
-            self.code = load_net(self.s.net, base=st.meta.base, device=st.device, dtype=st.dtype)
+            self.code = self.stylizer.load_net(self.s.net)
         elif self.s.code is not None:
-            colors = None if self.s.colors is None else torch.tensor(self.s.colors, dtype=torch.float64)
-            self.code = StyleCode(torch.tensor(self.s.code, dtype=torch.float32), colors)
+            self.code = StyleCode(self.s.code, self.s.colors)
         else:
             self.code = self.stylizer.blend(self.s.styles, self.s.weights)
         if self.s.strength < 1.0:
@@ -498,7 +497,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Iterator
 
 
 def _resources(settings: Settings, workers: int | None, cpus_per_worker: int) -> tuple[int, dict, int]:
-    """(actors, their resource requests, torch threads each): a GPU per actor when the cluster has GPUs and the
+    """(actors, their resource requests, CPU threads each): a GPU per actor when the cluster has GPUs and the
     device allows, else ``cpus_per_worker`` CPUs."""
     import ray
 
@@ -521,17 +520,15 @@ def prepare(settings: Settings) -> None:
     """Load the model here once: check it (and a ``net`` file) before any worker does, and compute the blended
     style code for every worker (on the CPU). All workers then run the very same network, equal to what the local
     path computes on this machine, and they need no VGG-16 weights (unless the strength is below 1)."""
-    from .engine import Stylizer
+    from .runtime import open_stylizer
 
-    stylizer = Stylizer(model=settings.model, device="cpu")
+    stylizer = open_stylizer(settings.model, "cpu")
     settings.model_id = stylizer.model_id
     if settings.net:
-        from .train.finetune import load_net
-
-        load_net(settings.net, base=stylizer.meta.base)
+        stylizer.load_net(settings.net)
     else:
         code = stylizer.blend(settings.styles, settings.weights)
-        settings.code = code.hidden.float().cpu().tolist()
+        settings.code = code.hidden.tolist()
         settings.colors = None if code.colors is None else code.colors.tolist()
 
 

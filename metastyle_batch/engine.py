@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
+from safetensors.numpy import load_file, save
 
 from . import color, memory
 from .model.io import ModelError, load_model
@@ -30,7 +30,7 @@ def match_palette(y: torch.Tensor, code: StyleCode | None, strength: float) -> t
         return y
     out = y.float().cpu().contiguous()
     for frame in out.numpy():
-        color.transfer(frame, code.colors.numpy(), strength)
+        color.transfer(frame, code.colors, strength)
     return out.to(y.device)
 
 
@@ -49,38 +49,23 @@ def preserve_colors(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tens
     return torch.stack([r, g, b], 1)
 
 
-def _read_style_bytes(path: Path) -> bytes:
-    from .images import ImageError
-
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(str(path), "style image not found") from None
-    except OSError as e:
-        raise ImageError(str(path), f"cannot read style image ({e.strerror or e})") from None
-
-
 @dataclass
 class _Prepared:
-    """What running one generated network needs beyond its parameters."""
     params: Params
     poly: Params  # polyphase(params): the form inference runs
-    ort: object = None  # its OrtNetwork once built; False if that failed
 
 
 class Stylizer:
-    """Loads the meta network once; encodes styles (cached in memory and on disk) and stylizes images.
+    """The PyTorch engine (the ``torch`` extra): GPUs, training, and the CPU only when ``METASTYLE_ORT=0`` asks
+    for it (the CPU engine is :class:`~metastyle_batch.engine_ort.OrtStylizer`, see :mod:`metastyle_batch.runtime`).
+    Loads the meta network once; encodes styles (cached in memory and on disk) and stylizes images.
 
     Generated networks run in polyphase form (``transform_polyphase``: the same outputs, 1.5x faster); on CUDA
-    in half precision and channels-last; on the CPU calls of ``ORT_MIN_PIXELS`` or more go through ONNX Runtime
-    (``METASTYLE_ORT=0`` turns that off), another 1.1-1.4x there (``benchmarks/speed.py``). On the CPU freed
-    memory is kept in the process between images (:mod:`metastyle_batch.memory`).
+    in half precision and channels-last. On the CPU freed memory is kept in the process between images
+    (:mod:`metastyle_batch.memory`).
     """
 
-    # ONNX Runtime beats PyTorch (polyphase, freed memory kept) from about a megapixel on (2 cores, ms: 1024²
-    # 220 vs 245, 1080p 500 vs 560, 2048² 1220 vs 1700; but 768² 125 vs 114, two 640x360 frames 104 vs 90). A
-    # session costs ~10-40 ms once per network (its graph is written in ~5 ms).
-    ORT_MIN_PIXELS = 900_000
+    runtime = "torch"
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", vgg: str | os.PathLike | None = None,
                  max_pixels: int | None = None, tile: int = 512, disk_cache: bool = True, log=None,
@@ -100,7 +85,6 @@ class Stylizer:
         self._vgg_path, self._vgg, self._log = vgg, None, log
         self._codes: OrderedDict[str, StyleCode] = OrderedDict()
         self._nets: OrderedDict[bytes, Params] = OrderedDict()
-        self.use_ort = self.device.type == "cpu" and os.environ.get("METASTYLE_ORT", "1") != "0"
         if self.device.type == "cpu":
             memory.keep_freed_memory()
         self._prepared: OrderedDict[int, _Prepared] = OrderedDict()  # by id(params)
@@ -130,9 +114,9 @@ class Stylizer:
         if isinstance(style, np.ndarray):
             key_bytes, rgb = np.ascontiguousarray(style, dtype=np.float32).tobytes(), style
         else:
-            from .images import read_image
+            from .images import read_image, read_style_bytes
 
-            key_bytes = style if isinstance(style, bytes) else _read_style_bytes(Path(style))
+            key_bytes = style if isinstance(style, bytes) else read_style_bytes(Path(style))
             rgb = None  # decoded only on a cache miss
         key = hashlib.sha256(key_bytes + f"|{self.model_id}|{self.style_size}".encode()).hexdigest()
         if key in self._codes:
@@ -151,8 +135,8 @@ class Stylizer:
     def encode_array(self, rgb: np.ndarray) -> StyleCode:
         """Uncached encode: shorter side resized to the model's style size, VGG statistics, meta hidden layer."""
         x = resize(load_rgb_tensor(rgb).to(self.device), shorter=self.style_size)
-        colors = torch.from_numpy(color.moments(x[0].reshape(3, -1).cpu().numpy()))
-        return StyleCode(self.encode_batch(x)[0].cpu(), colors)
+        colors = color.moments(x[0].reshape(3, -1).cpu().numpy())
+        return StyleCode(self.encode_batch(x)[0].cpu().numpy(), colors)
 
     @torch.no_grad()
     def encode_batch(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,8 +163,8 @@ class Stylizer:
             return
         path = self._code_file(key)
         try:
-            tensors = {"hidden": code.hidden.contiguous(), "colors": code.colors.contiguous()}
-            atomic_write_bytes(path, save(tensors, metadata={"model": self.model_id}))
+            arrays = {"hidden": code.hidden, "colors": code.colors}
+            atomic_write_bytes(path, save(arrays, metadata={"model": self.model_id}))
         except OSError:
             pass  # a read-only cache only costs speed
 
@@ -199,14 +183,14 @@ class Stylizer:
 
     # ---- networks ----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def network(self, code: StyleCode | torch.Tensor) -> Params:
-        """Generated TransformNet parameters on the device (cached per code). A (G, D) tensor gives G networks."""
-        hidden = code.hidden if isinstance(code, StyleCode) else code
-        key = hashlib.sha1(hidden.float().cpu().numpy().tobytes()).digest()
+    def network(self, code: StyleCode | np.ndarray | torch.Tensor) -> Params:
+        """Generated TransformNet parameters on the device (cached per code). A (G, D) array gives G networks."""
+        hidden = torch.as_tensor(code.hidden if isinstance(code, StyleCode) else code).float().cpu()
+        key = hashlib.sha1(hidden.numpy().tobytes()).digest()
         if key in self._nets:
             self._nets.move_to_end(key)
             return self._nets[key]
-        params = self.meta.network(hidden.to(self.device).float())
+        params = self.meta.network(hidden.to(self.device))
         params = {k: v.to(self.dtype) for k, v in params.items()}
         self._nets[key] = params
         while len(self._nets) > 16:
@@ -222,26 +206,6 @@ class Stylizer:
                 self._prepared.popitem(last=False)
         self._prepared.move_to_end(id(params))
         return entry
-
-    def _ort_network(self, entry: _Prepared, pixels: int):
-        """The ONNX Runtime session for a single generated network (G == 1) on the CPU for a call on ``pixels``
-        pixels, or None (use PyTorch): for small calls, or when onnxruntime is missing, disabled, or failed.
-        """
-        if not self.use_ort or pixels < self.ORT_MIN_PIXELS or entry.params["down1.weight"].shape[0] != 1:
-            return None
-        if entry.ort is None:
-            from .onnx_export import OrtNetwork, ort_available
-
-            if not ort_available():
-                self.use_ort = False
-                return None
-            try:
-                entry.ort = OrtNetwork.from_params(entry.params, self.meta.base)
-            except Exception as e:  # a failed export only costs speed: eager PyTorch is always right
-                entry.ort = False
-                if self._log:
-                    self._log(f"ONNX Runtime export failed, running the network in PyTorch ({e})")
-        return entry.ort or None
 
     def onnx_bytes(self, code: StyleCode | Params) -> bytes:
         """The generated network for ``code`` as an ONNX graph (what :mod:`metastyle_batch.netcache` keeps)."""
@@ -262,14 +226,25 @@ class Stylizer:
             tiled = TiledOps(self.device, self.dtype, self.tile, store_dtype=torch.float16)  # 24 MP in < 1.5 GB
             y = transform(x, params, self.meta.base, ops=tiled).to(self.device, torch.float32)
         else:
-            entry = self._prepare(params)
-            if (ort := self._ort_network(entry, pixels)) is not None:
-                y = ort(x)
-            else:
-                y = transform_polyphase(x, entry.poly, self.meta.base)
+            y = transform_polyphase(x, self._prepare(params).poly, self.meta.base)
         if self.device.type == "cpu" and pixels > memory.KEEP_PIXELS:
             memory.release()
         return crop_back(y, size).float().clamp_(0, 1)
+
+    def load_net(self, path: str | os.PathLike) -> Params:
+        """A network file (``finetune``'s) ready to run here."""
+        from .train.finetune import load_net
+
+        return load_net(path, base=self.meta.base, device=self.device, dtype=self.dtype)
+
+    def random_code(self, seed: int = 0, spread: float = 1.0) -> StyleCode:
+        from .model.meta import random_code
+
+        return random_code(self.meta, seed, spread)
+
+    def run_array(self, x: np.ndarray, params: Params) -> np.ndarray:
+        """:meth:`run` on a numpy (B, 3, H, W) batch, as :class:`~metastyle_batch.engine_ort.OrtStylizer` runs it."""
+        return self.run(torch.from_numpy(x), params).cpu().numpy()
 
     def stylize_picture(self, picture, code: StyleCode | Params, strength: float = 1.0, preserve_color: bool = False,
                         max_side: int | None = None, palette_from: StyleCode | None = None):

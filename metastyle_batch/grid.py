@@ -6,15 +6,14 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .paths import atomic_write_bytes
 
 
-def to_pil(img: torch.Tensor | np.ndarray) -> Image.Image:
-    """(3, H, W) tensor or (H, W, 3) array in [0, 1] → 8-bit RGB."""
-    if isinstance(img, torch.Tensor):
+def to_pil(img) -> Image.Image:
+    """(3, H, W) tensor or (H, W, 3) array in [0, 1] → 8-bit RGB (torch is not imported here)."""
+    if hasattr(img, "detach"):
         img = img.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
     return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
 

@@ -91,6 +91,16 @@ class Picture:
 # --------------------------------------------------------------------------------------------- reading
 
 
+def read_style_bytes(path: Path) -> bytes:
+    """A style image's file as bytes (hashed for the code cache, decoded on a miss), or a one-line error."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(str(path), "style image not found") from None
+    except OSError as e:
+        raise ImageError(str(path), f"cannot read style image ({e.strerror or e})") from None
+
+
 def read_image(
     source: str | os.PathLike | bytes, name: str | None = None, *, max_pixels: int = 178_956_970
 ) -> Picture:

@@ -1,9 +1,8 @@
 """Generated networks cached on disk as ONNX graphs, and the torch-free CPU path that runs them.
 
-A style's first run pays for torch (2-3 s to import), the meta network and VGG-16; it leaves the generated network
-in the user cache (``<cache>/nets/<key>.onnx``, ~0.4 MB). Later runs with the same model file and style images
-on the CPU load only ONNX Runtime, numpy and Pillow (0.6 s), and give the same pixels: ONNX Runtime is what the
-engine itself runs on the CPU from ``ORT_MIN_PIXELS`` on, and within 1/255 of PyTorch below that. Pictures
+A style's first run loads the meta network and VGG-16 and encodes the style; it leaves the generated network in
+the user cache (``<cache>/nets/<key>.onnx``, ~0.6 MB). Later runs with the same model file and style images on
+the CPU load only that graph, and give the same pixels: it is the graph the CPU engine itself runs. Pictures
 above :data:`memory.WHOLE_MAX_PIXELS` go through the engine's tiled path instead, as they would there.
 """
 
@@ -11,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,20 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def usable(device: str) -> bool:
-    """The CPU will do the work (no GPU the engine would pick) and ONNX Runtime is installed and not disabled."""
-    if os.environ.get("METASTYLE_ORT", "1") == "0" or device not in ("auto", "cpu"):
-        return False
-    if device == "auto" and _gpu_likely():
-        return False
-    from .ort import ort_available
+    """The CPU engine will do the work (the cache holds ONNX graphs for it)."""
+    from .runtime import uses_torch
 
-    return ort_available()
-
-
-def _gpu_likely() -> bool:
-    """Whether ``auto`` may pick a GPU, judged without importing torch: an NVIDIA/AMD driver or Apple silicon."""
-    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd")) or (
-        sys.platform == "darwin" and platform.machine() == "arm64")
+    return not uses_torch(device)
 
 
 def key(model_sha256: str, styles: list[Path], weights: list[float] | None) -> str:

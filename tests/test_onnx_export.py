@@ -2,6 +2,7 @@
 
 import io
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,10 @@ from metastyle_batch.model.transform import crop_back, pad_to_multiple, transfor
 pytest.importorskip("onnxruntime", reason="onnxruntime is a dependency, but a source checkout may lack it")
 
 from metastyle_batch.onnx_export import INPUT_NAME, OUTPUT_NAME, OrtNetwork, export_onnx  # noqa: E402
+
+
+def _ort(net: OrtNetwork, x: torch.Tensor, weights=None) -> torch.Tensor:
+    return torch.from_numpy(net.run(x.numpy(), weights))
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +39,9 @@ def test_onnx_matches_transform_at_two_sizes_and_batches(generated):
     for shape in [(1, 3, 48, 64), (2, 3, 100, 36)]:
         x = torch.rand(*shape)
         ref = transform(x, params, 8)
-        y = net(x)
+        y = _ort(net, x)
         assert y.shape == ref.shape and y.dtype == torch.float32
         torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
-        y_np = net(x.numpy())  # numpy input too
-        torch.testing.assert_close(y_np, y)
 
 
 @torch.no_grad()
@@ -53,7 +56,7 @@ def test_onnx_graph_has_dynamic_axes_and_output_is_unclamped(generated):
     x, _ = pad_to_multiple(torch.rand(1, 3, 30, 30))
     ref = transform(x, params, 8)
     assert ref.min() < 0 or ref.max() > 1  # a random network leaves [0, 1]; the graph must not clamp
-    torch.testing.assert_close(OrtNetwork(blob, threads=1)(x), ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(_ort(OrtNetwork(blob, threads=1), x), ref, atol=1e-4, rtol=1e-4)
 
 
 @torch.no_grad()
@@ -69,7 +72,7 @@ def test_graph_is_valid_onnx_at_every_opset_the_cli_offers(generated):
         model = onnx.load_from_string(blob)  # our hand-written protobuf, parsed by onnx itself
         assert model.opset_import[0].version == opset
         onnx.checker.check_model(model, full_check=True)
-        torch.testing.assert_close(OrtNetwork(blob, threads=1)(x), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(_ort(OrtNetwork(blob, threads=1), x), ref, atol=1e-4, rtol=1e-4)
 
 
 def test_export_rejects_several_networks_and_bad_sizes(generated):
@@ -79,7 +82,7 @@ def test_export_rejects_several_networks_and_bad_sizes(generated):
     with pytest.raises(ValueError, match="G != 1"):
         export_onnx(two, 8, io.BytesIO())
     with pytest.raises(ValueError, match="multiples of 4"):
-        OrtNetwork(blob, threads=1)(torch.rand(1, 3, 30, 32))
+        OrtNetwork(blob, threads=1).run(torch.rand(1, 3, 30, 32).numpy())
 
 
 @torch.no_grad()
@@ -94,25 +97,36 @@ def test_sessions_share_one_arena_and_big_calls_hand_it_back(generated):
     for shape in [(1, 3, 64, 64), (1, 3, 32, 48), (2, 3, 64, 64)]:
         x = torch.rand(*shape)
         ref = transform(x, params, 8)
-        torch.testing.assert_close(keep(x), ref, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(shrink(x), keep(x))
+        torch.testing.assert_close(_ort(keep, x), ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(_ort(shrink, x), _ort(keep, x))
 
 
 @torch.no_grad()
-def test_stylizer_runs_big_images_in_onnxruntime_and_small_ones_in_pytorch():
-    """The product path picks ONNX Runtime by call size; either way the pixels are the trained network's."""
-    from metastyle_batch.engine import Stylizer
-    from metastyle_batch.onnx_export import OrtNetwork as Ort
+def test_weights_as_inputs_graph_runs_any_network_of_the_model(generated):
+    """One session of the weights-as-inputs graph runs each frame's own network (video between keyframes)."""
+    from metastyle_batch.onnx_export import export_onnx_bytes, network_feed
 
-    stylizer = Stylizer(device="cpu", disk_cache=False)
-    torch.manual_seed(1)
-    params = stylizer.network(torch.relu(torch.randn(stylizer.meta.hidden_dim)))
-    side = int(Stylizer.ORT_MIN_PIXELS ** 0.5) + 3  # just above the threshold, and not a multiple of 4
-    for shape, uses_ort in [((1, 3, 64, 80), False), ((1, 3, side, side), True)]:
+    params, blob = generated
+    net = OrtNetwork(export_onnx_bytes(params, 8, weights_as_inputs=True), threads=1)
+    other = {k: v * 1.1 if k.endswith(".weight") and v.dim() == 5 else v for k, v in params.items()}
+    x = torch.rand(1, 3, 40, 52)
+    for p in (params, other):
+        torch.testing.assert_close(_ort(net, x, network_feed(p)), transform(x, p, 8), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(_ort(net, x, network_feed(params)), _ort(net, x, network_feed(other)))
+
+
+def test_cpu_engine_gives_the_trained_networks_pixels_whole_and_tiled():
+    """OrtStylizer.run (the CPU product path) against the plain PyTorch network, whole and over tiles."""
+    from metastyle_batch.engine_ort import OrtStylizer
+
+    engine = OrtStylizer(disk_cache=False)
+    params = engine.network(np.maximum(np.random.default_rng(1).standard_normal(engine.meta.hidden_dim), 0))
+    ref_params = {k: torch.from_numpy(v) for k, v in params.items()}
+    for shape, max_pixels in [((1, 3, 61, 83), None), ((2, 3, 40, 40), None), ((1, 3, 130, 90), 4000)]:
+        engine.max_pixels, engine.tile = max_pixels or (16 << 20), 32
         x = torch.rand(*shape)
-        y = stylizer.run(x, params)
-        assert isinstance(stylizer._prepare(params).ort, Ort) == uses_ort
+        y = engine.run(x.numpy(), params)
         padded, size = pad_to_multiple(x)
-        ref = crop_back(transform(padded, params, 8), size).clamp(0, 1)
-        assert y.shape == ref.shape
-        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-4)
+        ref = crop_back(transform(padded, ref_params, 8), size).clamp(0, 1)
+        assert y.shape == tuple(ref.shape)
+        torch.testing.assert_close(torch.from_numpy(y), ref, atol=2e-3 if max_pixels else 1e-4, rtol=1e-4)

@@ -88,28 +88,29 @@ def mad(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Identity:
-    """Duck-typed Stylizer whose generated network returns its input: isolates the video plumbing."""
+    """Duck-typed engine whose generated network returns its input: isolates the video plumbing."""
 
     device = torch.device("cpu")
+    runtime, threads = "onnxruntime", 1
     max_pixels = 1 << 24
 
     def __init__(self, fail_at: int | None = None):
         self.fail_at, self.seen = fail_at, 0
 
     def encode(self, style) -> StyleCode:
-        return style if isinstance(style, StyleCode) else StyleCode(torch.zeros(8))
+        return style if isinstance(style, StyleCode) else StyleCode(np.zeros(8))
 
     def encode_array(self, rgb) -> StyleCode:
-        return StyleCode(torch.zeros(8))
+        return StyleCode(np.zeros(8))
 
     def network(self, code):
         return {}
 
-    def run(self, x: torch.Tensor, params) -> torch.Tensor:
+    def run_array(self, x: np.ndarray, params) -> np.ndarray:
         self.seen += x.shape[0]
         if self.fail_at is not None and self.seen >= self.fail_at:
             raise RuntimeError("simulated device failure")
-        return x.float().clamp(0, 1)
+        return np.clip(x, 0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +341,8 @@ def test_stabilizer_holds_only_still_pixels() -> None:
         x[t, :, 10:20, 5 + 6 * t:15 + 6 * t] = 1.0
     y = 0.5 + 0.1 * torch.rand(n, 3, size, size, generator=g)
     stab = Stabilizer(alpha=0.7, radius=r)
-    z = torch.cat([stab(x[:4], y[:4]), stab(x[4:], y[4:])])  # state carries across batches
+    xn, yn = x.numpy(), y.numpy()
+    z = torch.from_numpy(np.concatenate([stab(xn[:4], yn[:4]), stab(xn[4:], yn[4:])]))  # state carries across batches
     assert torch.equal(z[0], y[0])
     for t in range(1, n):
         changed = (x[t] - x[t - 1]).abs().mean(0) > 0
@@ -533,18 +535,18 @@ def test_cli_ctrl_c_leaves_nothing(tmp_path: Path, style_image: Path, vgg16_path
 
 def test_cli_processing_failure_exit_1(clips, tmp_path: Path, style_image: Path, vgg16_path: Path,
                                        monkeypatch) -> None:
-    from metastyle_batch.engine import Stylizer
+    from metastyle_batch.engine_ort import OrtStylizer
 
     calls = {"n": 0}
-    real = Stylizer.run
+    real = OrtStylizer.run
 
     def flaky(self, x, params):
         calls["n"] += 1
         if calls["n"] > 3:
-            raise RuntimeError("CUDA out of memory (simulated)")
+            raise RuntimeError("out of memory (simulated)")
         return real(self, x, params)
 
-    monkeypatch.setattr(Stylizer, "run", flaky)
+    monkeypatch.setattr(OrtStylizer, "run", flaky)
     out = tmp_path / "x.mp4"
     res = invoke(clips["clip"], "-o", out, "-s", style_image, "--max-side", "64")
     assert res.exit_code == 1

@@ -114,26 +114,42 @@ def encode_style(stylizer, styles: list[Path], weights: list[float] | None = Non
         usage_error(f"cannot read style image {exc.filename or ''} ({exc.strerror or exc})")
 
 
-def check_device(device: str):
-    """The torch device for ``--device``; an unknown or missing one is a usage error."""
-    from ..tensors import pick_device
+def check_device(device: str) -> None:
+    """An unknown or missing ``--device``, or one that needs the torch extra, is a usage error."""
+    from ..runtime import TorchMissing, uses_torch
 
     try:
-        return pick_device(device)
+        if uses_torch(device):
+            from ..tensors import pick_device
+
+            pick_device(device)
+    except TorchMissing as exc:
+        usage_error(str(exc))
     except ValueError as exc:
         usage_error(f"--device {device}: {one_line(exc)}")
 
 
-def load_stylizer(model: Path | None, device: str, log=None):
-    """Load the meta network once; every failure (missing, damaged, not ours) is a one-line usage error."""
-    from ..engine import Stylizer
-    from ..paths import default_model_path
+def require_torch_option(what: str) -> None:
+    """Options and commands that need the torch extra are usage errors without it (one line naming the extra)."""
+    from ..runtime import TorchMissing, require_torch
+
+    try:
+        require_torch(what)
+    except TorchMissing as exc:
+        usage_error(str(exc))
+
+
+def load_stylizer(model: Path | None, device: str, log=None, torch: bool = False):
+    """The engine for ``device`` (:func:`metastyle_batch.runtime.open_stylizer`) with the meta network loaded;
+    every failure (missing, damaged, not ours) is a one-line usage error."""
     from ..model.io import ModelError
+    from ..paths import default_model_path
+    from ..runtime import open_stylizer
 
     check_device(device)
     where = model or default_model_path()
     try:
-        return Stylizer(model=model, device=device, log=log or (lambda m: typer.echo(m, err=True)))
+        return open_stylizer(model, device, torch=torch, log=log or (lambda m: typer.echo(m, err=True)))
     except (ModelError, ValueError) as exc:
         usage_error(one_line(exc))
     except OSError as exc:

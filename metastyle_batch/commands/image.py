@@ -14,8 +14,8 @@ import typer
 from .. import batch, netcache
 from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
-from .common import (INTERRUPTED, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
-                     refine_network, usage_error)
+from .common import (INTERRUPTED, check_device, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
+                     refine_network, require_torch_option, usage_error)
 
 
 def register(app: typer.Typer) -> None:
@@ -125,8 +125,11 @@ def image(
         usage_error("--strength needs --style: a fine-tuned network (--net) has no style code to weaken")
     if refine and (len(style or []) != 1 or strength != 1.0):
         usage_error("--refine needs exactly one --style and no --strength (it trains against that style image)")
+    if refine:
+        require_torch_option("--refine")
     style_paths = [check_image_file(s, option="--style") for s in style or []]
     weights = _parse_mix(mix, len(style_paths))
+    check_device(device)
     if ray or ray_address or ray_workers:  # the same batch as a Ray Data pipeline (metastyle_batch.distributed)
         from .image_ray import image_on_ray
 
@@ -164,8 +167,8 @@ def image(
     engine: dict[str, Any] = {}
 
     def load_engine() -> None:
-        """The torch path: the meta network, the style code, its generated network (cached for next time)."""
-        engine["stylizer"] = stylizer = load_stylizer(model, device, log=echo_err)
+        """The engine: the meta network, the style code, its generated network (cached for next time)."""
+        engine["stylizer"] = stylizer = load_stylizer(model, device, log=echo_err, torch=bool(refine))
         stylizer.palette = palette
         with guarded():
             engine["code"] = _style_code(stylizer, net, style_paths, weights, need_vgg=strength < 1.0)
@@ -230,9 +233,7 @@ def _cache_key(model: Path | None, styles: list[Path], weights: list[float] | No
 def _style_code(stylizer, net: Path | None, styles: list[Path], weights: list[float] | None, need_vgg: bool):
     """The style code (or the --net network) every image of the run uses; a bad style is a usage error."""
     if net is not None:
-        from ..train.finetune import load_net
-
-        return load_net(net, base=stylizer.meta.base, device=stylizer.device, dtype=stylizer.dtype)
+        return stylizer.load_net(net)
     code = encode_style(stylizer, styles, weights)
     if need_vgg:  # strength < 1 encodes each content image too: fail now, not once per file
         stylizer.vgg  # noqa: B018 - loads it

@@ -66,26 +66,31 @@ def info(
 
       metastyle-batch info --json
     """
-    import torch
+    import onnxruntime
 
-    from ..paths import default_model_path
-    from ..tensors import pick_device
-    from ..model.io import load_model
+    from .. import runtime
+    from ..model.io import read_state
     from ..model.vgg_weights import VGGWeightsError, resolve_vgg16
-    from ..paths import cache_dir
+    from ..paths import cache_dir, default_model_path
 
-    device = pick_device("auto")
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    elif device.type == "mps":
-        device_name = "Apple GPU (MPS)"
+    torch_version = None
+    if runtime.torch_available():
+        import torch
+
+        torch_version = torch.__version__
+    if runtime.uses_torch("auto"):
+        from ..tensors import pick_device
+
+        device = pick_device("auto")
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "Apple GPU (MPS)"
     else:
-        device_name = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+        device = "cpu"
+        device_name = f"CPU ({os.cpu_count()} cores)"
 
     model_path = model or default_model_path()
     model_info: dict[str, Any] = {"path": str(model_path)}
     try:
-        _, meta = load_model(model_path)
+        _, meta = read_state(model_path)
         model_info.update(id=meta["id"], base=meta.get("base"), steps=meta.get("steps"), style_size=meta.get("style_size"))
     except Exception as exc:  # info must describe a broken setup, not crash on it
         model_info["error"] = one_line(exc)
@@ -101,7 +106,8 @@ def info(
     cache = cache_dir()
     size, files = _tree_size(cache)
     data = {
-        "version": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "version": __version__, "python": platform.python_version(), "torch": torch_version,
+        "onnxruntime": onnxruntime.__version__, "runtime": runtime.name("auto"),
         "platform": platform.platform(), "device": str(device), "device_name": device_name,
         "model": model_info, "vgg16": vgg_info, "cache": {"dir": str(cache), "bytes": size, "files": files},
     }
@@ -114,7 +120,11 @@ def info(
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     table.add_row("metastyle-batch", __version__)
-    table.add_row("python / torch", f"{data['python']} / {data['torch']}")
+    table.add_row("python", data["python"])
+    from rich.markup import escape
+
+    torch_text = data["torch"] or f"not installed (training and GPUs need: {escape(runtime.EXTRA)})"
+    table.add_row("runtime", f"{data['runtime']} — onnxruntime {data['onnxruntime']}, torch {torch_text}")
     table.add_row("device (auto)", f"{device} — {device_name}")
     if "error" in model_info:
         table.add_row("model", f"{model_path} [red]({model_info['error']})[/red]")
@@ -145,7 +155,7 @@ def setup(
       metastyle-batch setup --vgg ~/Downloads/vgg16-397923af.pth
     """
     from ..paths import default_model_path
-    from ..model.io import ModelError, load_model
+    from ..model.io import ModelError, read_state
     from ..model.vgg_weights import CACHE_NAME, VGGWeightsError, load_vgg16_state, resolve_vgg16
     from ..paths import atomic_write_bytes, cache_dir
 
@@ -154,7 +164,7 @@ def setup(
         state = load_vgg16_state(vgg_path, download=False)  # reads every tensor: proves the file is whole
         cached = cache_dir() / CACHE_NAME
         if vgg is not None and vgg_path.resolve() != cached.resolve():
-            from safetensors.torch import save
+            from safetensors.numpy import save
 
             atomic_write_bytes(cached, save(state, metadata={"source": f"copied from {vgg_path.name}"}))
             echo_err(f"Copied VGG-16 weights into the cache ({cached})")
@@ -166,7 +176,7 @@ def setup(
 
     model_path = model or default_model_path()
     try:
-        _, meta = load_model(model_path)
+        _, meta = read_state(model_path)
     except ModelError as exc:
         usage_error(one_line(exc))
     except Exception as exc:

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..train.config import TrainConfig
-from .common import guarded, load_stylizer, usage_error
+from .common import guarded, load_stylizer, require_torch_option, usage_error
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +56,7 @@ def train(
 
     Several GPUs: torchrun --nproc-per-node 4 -m metastyle_batch train … (DistributedDataParallel).
     """
+    require_torch_option("train")
     from ..model.vgg import STYLE_LAYERS
     from ..train.loop import train as run
 
@@ -100,9 +101,10 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress
 
+    require_torch_option("evaluate")
     from ..train.evaluate import evaluate as run, summarize
 
-    stylizer = load_stylizer(model, device)
+    stylizer = load_stylizer(model, device, torch=True)
     cfg = stylizer.info.get("config", {})
     with guarded(), Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("evaluating pairs", total=None)

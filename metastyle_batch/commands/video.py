@@ -15,7 +15,7 @@ import typer
 
 from ..color import PALETTE_STRENGTH
 from .common import (DEVICES, check_image_file, echo_err, fail, guarded, load_stylizer, one_line, refine_network,
-                     usage_error)
+                     require_torch_option, usage_error)
 
 
 def register(app: typer.Typer) -> None:
@@ -182,6 +182,8 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, pa
     keys = _keys(style, to, keyframes, ease)
     if refine and (to is not None or keyframes is not None or strength != 1.0):
         usage_error("--refine needs one --style for the whole clip and no --strength (it trains against that style)")
+    if refine:
+        require_torch_option("--refine")
     src = src.expanduser()
     dst = (output.expanduser() if output is not None else _default_output(src))
     try:
@@ -203,7 +205,7 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, pa
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    stylizer = load_stylizer(model, device)
+    stylizer = load_stylizer(model, device, torch=bool(refine))
     network = _refined(stylizer, info, keys[0].style, refine, err) if refine else None
     bar = _progress_bar(err, enabled=err.is_terminal and not as_json)
     try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import save
 
 from ..errors import MetastyleError
 from ..paths import atomic_write_bytes, sha256_file
-from .meta import MetaNet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .meta import MetaNet
 
 FORMAT = "metastyle-batch/metanet-3"  # 2: conv biases act after instance norm (see model.transform); 3: gains
 FORMAT_2 = "metastyle-batch/metanet-2"  # still read: without gain heads, i.e. every gain 1
@@ -23,8 +26,12 @@ class ModelError(MetastyleError, RuntimeError):
     exit_code = 2
 
 
-def save_model(meta: MetaNet, path: str | Path, info: dict | None = None, dtype=torch.float16) -> str:
+def save_model(meta: MetaNet, path: str | Path, info: dict | None = None, dtype=None) -> str:
     """Write weights + ``<path>.sha256``; returns the sha256. ``info`` lands in the metadata (training facts)."""
+    import torch
+    from safetensors.torch import save
+
+    dtype = dtype or torch.float16
     path = Path(path)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in meta.state_dict().items()}
     meta_info = {"format": FORMAT, "base": meta.base, **(info or {})}
@@ -36,7 +43,7 @@ def save_model(meta: MetaNet, path: str | Path, info: dict | None = None, dtype=
 
 def read_info(path: str | Path) -> dict:
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="np") as f:
             raw = (f.metadata() or {}).get("metastyle")
     except Exception as e:  # safetensors raises several types for damaged headers
         raise ModelError(f"{path}: not a readable safetensors model ({type(e).__name__})") from None
@@ -54,8 +61,9 @@ def read_info(path: str | Path) -> dict:
     return info
 
 
-def load_model(path: str | Path, verify: bool = True) -> tuple[MetaNet, dict]:
-    """Load a MetaNet in float32; checks the sidecar sha256 when there is one (the shipped model has one)."""
+def read_state(path: str | Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """A model file's float32 arrays and info, checked before anything is used: the sidecar sha256 when there is
+    one (the shipped model has one), the format, and finite values. Needs no torch."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
@@ -66,15 +74,32 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[MetaNet, dict]:
         if expected != digest:
             raise ModelError(f"{path}: sha256 mismatch (file is damaged or was changed; expected {expected[:12]}…)")
     info = read_info(path)
+    try:
+        with safe_open(str(path), framework="np") as f:
+            state = {key: f.get_tensor(key).astype(np.float32) for key in f.keys()}
+    except Exception as e:  # truncated data, an unknown dtype
+        raise ModelError(f"{path}: damaged model weights ({type(e).__name__})") from None
+    bad = next((k for k, v in state.items() if not np.isfinite(v).all()), None)
+    if bad is not None:
+        raise ModelError(f"{path}: damaged model weights ({bad} holds NaN or infinite values)")
+    return state, {**info, "sha256": digest, "id": digest[:12]}
+
+
+def load_model(path: str | Path, verify: bool = True) -> tuple[MetaNet, dict]:
+    """The torch MetaNet in float32, from :func:`read_state`."""
+    import torch
+
+    from .meta import MetaNet
+
+    state, info = read_state(path, verify)
     meta = MetaNet(base=int(info["base"]))
     try:
-        with safe_open(str(path), framework="pt") as f:
-            state = {key: f.get_tensor(key).float() for key in f.keys()}
+        tensors = {k: torch.from_numpy(v) for k, v in state.items()}
         if info["format"] == FORMAT_2:
-            state.update({k: v for k, v in meta.state_dict().items() if k.startswith("gains.")})
-        meta.load_state_dict(state, strict=True)
-    except Exception as e:  # truncated data, wrong shapes, missing keys
+            tensors.update({k: v for k, v in meta.state_dict().items() if k.startswith("gains.")})
+        meta.load_state_dict(tensors, strict=True)
+    except Exception as e:  # wrong shapes, missing keys
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise ModelError(f"{path}: weights do not fit a base-{info['base']} meta network ({first})") from None
     meta.requires_grad_(False).eval()
-    return meta, {**info, "sha256": digest, "id": digest[:12]}
+    return meta, info

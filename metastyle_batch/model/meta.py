@@ -2,57 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import numpy as np
 import torch
 from torch import nn
 
+from ..codes import StyleCode, mix  # noqa: F401 - re-exported
+from .meta_numpy import BIAS_SCALE, GAIN_SCALE, HIDDEN_PER_LAYER, noise_image as _noise
 from .transform import Params, generated_specs, layer_specs
 from .vgg import STYLE_DIM
 
-HIDDEN_PER_LAYER = 128
-# Generated biases shift instance-normalised channels directly (no norm makes them scale-free, unlike the conv
-# weights), and each one sums 128 hidden units: unscaled, Adam moves them ~100x faster than a plain bias.
-BIAS_SCALE = 0.02
-# Generated gains scale instance-normalised channels (conditional instance norm's gamma): the conv weights cannot,
-# since the norm divides their scale away, so without a gain a style had no way to set its own contrast.
-GAIN_SCALE = 0.02
-
-
-@dataclass(frozen=True)
-class StyleCode:
-    """A point in the meta network's hidden space (ReLU output, 128 numbers per generated layer).
-
-    Generated weights are linear in the hidden state, so mixing codes mixes networks.
-    """
-
-    hidden: torch.Tensor  # (D,) float32
-    colors: torch.Tensor | None = None  # (12,) float64 raw colour moments of the style image (metastyle_batch.color)
-
-    def __add__(self, other: "StyleCode") -> "StyleCode":
-        colors = None if self.colors is None or other.colors is None else self.colors + other.colors
-        return StyleCode(self.hidden + other.hidden.to(self.hidden.device), colors)
-
-    def __mul__(self, weight: float) -> "StyleCode":
-        return StyleCode(self.hidden * weight, None if self.colors is None else self.colors * weight)
-
-    __rmul__ = __mul__
-
-
-def mix(codes: list[StyleCode], weights: list[float] | None = None) -> StyleCode:
-    """Weighted blend of style codes; weights are normalised to sum to one."""
-    if not codes:
-        raise ValueError("mix() needs at least one style code")
-    weights = list(weights) if weights is not None else [1.0] * len(codes)
-    if len(weights) != len(codes):
-        raise ValueError(f"{len(codes)} styles but {len(weights)} mix weights")
-    total = float(sum(weights))
-    if total <= 0 or any(w < 0 for w in weights):
-        raise ValueError("mix weights must be non-negative and not all zero")
-    out = codes[0] * (weights[0] / total)
-    for code, w in zip(codes[1:], weights[1:]):
-        out = out + code * (w / total)
-    return out
+__all__ = ["MetaNet", "StyleCode", "mix", "random_code", "noise_image"]
 
 
 class MetaNet(nn.Module):
@@ -113,15 +72,14 @@ class MetaNet(nn.Module):
 
 
 def random_code(meta: MetaNet, seed: int = 0, spread: float = 1.0) -> StyleCode:
-    """A random style: z ~ N(0, 1) in the standardised input space, through the hidden layer (ReLU)."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(1, meta.feat_mean.numel(), generator=g).to(meta.feat_mean.device)
+    """A random style: z ~ N(0, 1) in the standardised input space, through the hidden layer (ReLU); the same
+    draw as :meth:`~metastyle_batch.model.meta_numpy.MetaWeights.random_hidden`."""
+    z = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, STYLE_DIM)).astype(np.float32))
     with torch.no_grad():
-        hidden = meta.encode_features(meta.feat_mean + meta.feat_std * z * spread)
-    return StyleCode(hidden[0].float().cpu())
+        hidden = meta.encode_features(meta.feat_mean + meta.feat_std * z.to(meta.feat_mean.device) * spread)
+    return StyleCode(hidden[0].float().cpu().numpy())
 
 
 def noise_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """(1, 3, H, W) Gaussian noise around mid-grey (std 0.25) in [0, 1]: what a generated network turns into a texture."""
-    g = torch.Generator().manual_seed(seed)
-    return (0.5 + 0.25 * torch.randn(1, 3, height, width, generator=g)).clamp(0, 1)
+    return torch.from_numpy(_noise(height, width, seed)).permute(2, 0, 1)[None].contiguous()

@@ -13,44 +13,13 @@ generated biases act like conditional instance norm's shift and let each style s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .. import memory
-
-
-@dataclass(frozen=True)
-class ConvSpec:
-    name: str
-    cin: int
-    cout: int
-    k: int
-    stride: int = 1
-    upsample: bool = False
-    generated: bool = True
-
-    @property
-    def n_params(self) -> int:
-        return self.cout * self.cin * self.k * self.k + self.cout
-
-
-def layer_specs(base: int = 8) -> list[ConvSpec]:
-    b = base
-    specs = [ConvSpec("conv_in", 3, b, 9, generated=False),
-             ConvSpec("down1", b, 2 * b, 3, stride=2),
-             ConvSpec("down2", 2 * b, 4 * b, 3, stride=2)]
-    for i in range(1, 6):
-        specs += [ConvSpec(f"res{i}a", 4 * b, 4 * b, 3), ConvSpec(f"res{i}b", 4 * b, 4 * b, 3)]
-    specs += [ConvSpec("up1", 4 * b, 2 * b, 3, upsample=True),
-              ConvSpec("up2", 2 * b, b, 3, upsample=True),
-              ConvSpec("conv_out", b, 3, 9, generated=False)]
-    return specs
-
-
-def generated_specs(base: int = 8) -> list[ConvSpec]:
-    return [s for s in layer_specs(base) if s.generated]
+from . import phases
+from .layers import ConvSpec, generated_specs, layer_specs  # noqa: F401 - re-exported
 
 
 # "<layer>.weight" (G, O, I, k, k) / (O, I, k, k); "<layer>.bias" and the optional "<layer>.gain" (G, O) / (O,)
@@ -153,7 +122,7 @@ class TiledOps:
             y1 = min(y0 + t, ho)
             for x0 in range(0, wo, t):
                 x1 = min(x0 + t, wo)
-                if spec.upsample:  # low-res rows y0/2 - 1 … y1/2, edge rows replicated (see _UP_TAPS)
+                if spec.upsample:  # low-res rows y0/2 - 1 … y1/2, edge rows replicated (see phases.UP_TAPS)
                     patch = _window(x, (y0 // 2 - 1, y1 // 2 + 1), (x0 // 2 - 1, x1 // 2 + 1), "replicate")
                 else:
                     patch = _window(x, (y0 * s - pad, (y1 - 1) * s + k - pad), (x0 * s - pad, (x1 - 1) * s + k - pad))
@@ -259,60 +228,24 @@ def transform(x: torch.Tensor, params: Params, base: int = 8, ops=DirectOps) -> 
     return layer(h, "conv_out", norm=False)
 
 
-# ---- the same network in polyphase form, for inference ------------------------------------------------------
-# Each full-resolution layer is rewritten as a convolution on the half-resolution grid whose output channels are
-# the four phases (row parity p, column parity q) of the full-resolution map, reassembled by pixel_shuffle
-# (channel c * 4 + p * 2 + q → pixel (2i + p, 2j + q)). The arithmetic is the same up to float rounding, but there
-# is no upsampled tensor, no reflect pad at full resolution, and 8- or 3-channel convolutions become 32- and
-# 12-channel ones, which SIMD kernels run far better (ONNX Runtime pads output channels to 16): 1.5x faster on the
-# CPU in both PyTorch and ONNX Runtime (see docs/BENCHMARKS.md). Training keeps the plain form above.
+# ---- the same network in polyphase form, for inference (the rewrite itself: :mod:`.phases`, in numpy) -------------
 
-# _UP_TAPS[p, t, u]: after nearest-x2 upsampling and reflect pad 1, tap u of a 3x3 kernel at output row 2i + p
-# reads low-res row i - 1 + t of the replicate-padded input (upsampled row -1 reflects to row 1, i.e. low-res 0).
-_UP_TAPS = torch.tensor([[[1., 0, 0], [0, 1, 1], [0, 0, 0]],
-                         [[0., 0, 0], [1, 1, 0], [0, 0, 1]]])
-# full-res row 2i - 1 + u read by a stride-2 3x3 kernel = phase p of half-res row i - 1 + a (top row replicated)
-_DOWN_TAPS = {0: (0, 1), 1: (1, 0), 2: (1, 1)}  # u -> (a, p)
+def _via_numpy(fn, w: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(fn(w.detach().float().cpu().numpy())).to(w)
 
 
 def _upsample_phases(w: torch.Tensor) -> torch.Tensor:
-    """(…, O, I, 3, 3) → (…, 4O, I, 3, 3) on the replicate-padded low-res input."""
-    taps = _UP_TAPS.to(w)
-    k = torch.einsum("ptu,...oiuv,qsv->...opqits", taps, w, taps)
-    return k.reshape(*w.shape[:-4], -1, *w.shape[-3:])
+    return _via_numpy(phases.upsample_phases, w)
 
 
 def _stride2_phases(w: torch.Tensor) -> torch.Tensor:
-    """(…, O, I, k, k) → (…, 4O, I, k+1, k+1): a stride-2 conv on the padded input giving the 4 output phases."""
-    *lead, o, i, k, _ = w.shape
-    out = w.new_zeros(*lead, o, 2, 2, i, k + 1, k + 1)
-    for p in range(2):
-        for q in range(2):
-            out[..., p, q, :, p:p + k, q:q + k] = w
-    return out.reshape(*lead, 4 * o, i, k + 1, k + 1)
-
-
-def _down_phases(w: torch.Tensor) -> torch.Tensor:
-    """(…, O, I, 3, 3) stride 2 → (…, O, 4I, 2, 2) stride 1 on the phases, padded by one row/column top-left."""
-    *lead, o, i, _, _ = w.shape
-    out = w.new_zeros(*lead, o, i, 2, 2, 2, 2)  # …, O, I, p, q, a, b
-    for u, (a, p) in _DOWN_TAPS.items():
-        for v, (b, q) in _DOWN_TAPS.items():
-            out[..., p, q, a, b] = w[..., u, v]
-    return out.reshape(*lead, o, 4 * i, 2, 2)
+    return _via_numpy(phases.stride2_phases, w)
 
 
 def polyphase(params: Params) -> Params:
     """Rewrite a generated network for :func:`transform_polyphase` (same outputs, cheap: ~1 ms)."""
-    pp = dict(params)
-    pp["conv_in.weight"] = _stride2_phases(params["conv_in.weight"])
-    pp["conv_in.bias"] = params["conv_in.bias"].repeat_interleave(4, dim=-1)
-    pp["down1.weight"] = _down_phases(params["down1.weight"])
-    for name in ("up1", "up2"):
-        pp[f"{name}.weight"] = _upsample_phases(params[f"{name}.weight"])
-    pp["conv_out.weight"] = _stride2_phases(params["conv_out.weight"])
-    pp["conv_out.bias"] = params["conv_out.bias"].repeat_interleave(4, dim=-1)
-    return pp
+    pp = phases.polyphase({k: v.detach().float().cpu().numpy() for k, v in params.items()})
+    return {k: torch.from_numpy(v).to(params[k]) for k, v in pp.items()}
 
 
 def transform_polyphase(x: torch.Tensor, pp: Params, base: int = 8) -> torch.Tensor:

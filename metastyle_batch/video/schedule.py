@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Sequence
 
-import torch
+import numpy as np
 
-from ..model.meta import StyleCode
+from ..codes import StyleCode
 from .errors import KeyframeError
 
 __all__ = ["Keyframe", "parse_position", "parse_keyframes", "resolve_keyframes", "StyleSchedule", "build_schedule",
@@ -107,8 +107,7 @@ class StyleSchedule:
             raise ValueError(f"unknown ease {ease!r}; use linear or smooth")
         self.keys = sorted(keys, key=lambda kv: kv[0])
         self.ease = ease
-        self._frames = torch.tensor([f for f, _ in self.keys], dtype=torch.float64)
-        self._codes = torch.stack([c.hidden.float().cpu() for _, c in self.keys])
+        self._codes = np.stack([c.hidden for _, c in self.keys])
 
     @property
     def fixed(self) -> bool:
@@ -130,20 +129,20 @@ class StyleSchedule:
             t = t * t * (3 - 2 * t)
         return j - 1, j, t
 
-    def hidden(self, indices: Sequence[int]) -> torch.Tensor:
+    def hidden(self, indices: Sequence[int]) -> np.ndarray:
         """(len(indices), D) float32 codes."""
         rows = []
         for i in indices:
             a, b, t = self.weights(i)
             rows.append(self._codes[a] if t == 0 else self._codes[a] * (1 - t) + self._codes[b] * t)
-        return torch.stack(rows)
+        return np.stack(rows)
 
     def code(self, index: int) -> StyleCode:
         """The frame's code, colours included (blended like the hidden state)."""
         a, b, t = self.weights(index)
         left, right = self.keys[a][1], self.keys[b][1]
         code = left if t == 0 else left * (1 - t) + right * t
-        return StyleCode(code.hidden.float().cpu(), code.colors)
+        return code
 
 
 def build_schedule(stylizer, keyframes: Sequence[Keyframe], frames: int, fps: Fraction, ease: str = "linear") -> StyleSchedule:

@@ -134,9 +134,9 @@ class WatchDaemon:
         self.acquire()
         try:
             if self.stylizer is None:
-                from ..engine import Stylizer
+                from ..runtime import open_stylizer
 
-                self.stylizer = Stylizer(model=self.model, device=self.device, log=log.info)
+                self.stylizer = open_stylizer(self.model, self.device, log=log.info)
             for i, spec in enumerate(self.specs):
                 self._recover(spec)
                 self._styles[i] = self._encode_style(spec)
@@ -400,7 +400,7 @@ class WatchDaemon:
 
     def _stylize_video(self, spec: FolderSpec, src: Path, output: Path, style: _Style) -> str:
         """The video writer also writes a temp file and renames it at the end, like write_image."""
-        # Imports torch: at the first video, not with the package.
+        # ffmpeg's helpers: imported at the first video, not with the package.
         from ..video import DEFAULT_QUALITY, VideoInputError, stylize_video
 
         quality = spec.video_quality if spec.video_quality is not None else DEFAULT_QUALITY

@@ -1,0 +1,62 @@
+"""Image arithmetic in numpy for the torch-free runtime: the one resize, padding for the network, colour keeping.
+
+Each function matches its PyTorch counterpart in :mod:`metastyle_batch.tensors` / :mod:`.model.transform` /
+:mod:`.engine` (tests compare them): Pillow's antialiased filters are the ones ``F.interpolate(antialias=True)``
+was written to reproduce.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+MULTIPLE, MINIMUM = 4, 16  # the network's sides: a multiple of 4 (two stride-2 stages), at least 16
+
+
+def resize(rgb: np.ndarray, *, shorter: int | None = None, longer: int | None = None, mode: str = "bilinear") -> np.ndarray:
+    """(H, W, 3) float32 with the shorter side set to ``shorter`` (or the longer to ``longer``), aspect kept,
+    antialiased when shrinking, clamped to [0, 1]."""
+    h, w = rgb.shape[:2]
+    scale = shorter / min(h, w) if shorter else longer / max(h, w)  # type: ignore[operator]
+    if scale == 1:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if mode == "bicubic" and scale > 1:
+        raise ValueError("bicubic is only used to shrink")  # torch's bicubic enlarges with another kernel
+    flt = Image.Resampling.BICUBIC if mode == "bicubic" else Image.Resampling.BILINEAR
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., c], np.float32), "F").resize(size, flt))
+              for c in range(3)]
+    return np.clip(np.stack(planes, -1), 0, 1)
+
+
+def pad_to_multiple(x: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """(N, 3, H, W) padded (reflect, or edge when too small to reflect) to sides the network round-trips exactly;
+    returns the original (H, W) for :func:`crop_back`."""
+    h, w = x.shape[-2:]
+    th, tw = max(-(-h // MULTIPLE) * MULTIPLE, MINIMUM), max(-(-w // MULTIPLE) * MULTIPLE, MINIMUM)
+    ph, pw = th - h, tw - w
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "edge"
+        x = np.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode=mode)
+    return x, (h, w)
+
+
+def crop_back(y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
+    return y[..., top:top + h, left:left + w]
+
+
+def preserve_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Luminance-only transfer on (N, 3, H, W): the stylized Y channel with the content's Cb/Cr (BT.601), clipped."""
+    def ycbcr(x):
+        r, g, b = x[:, 0], x[:, 1], x[:, 2]
+        y = 0.299 * r + 0.587 * g + 0.114 * b
+        return y, (b - y) * 0.564, (r - y) * 0.713
+
+    y, _, _ = ycbcr(stylized)
+    _, cb, cr = ycbcr(content)
+    r = y + 1.403 * cr
+    b = y + 1.773 * cb
+    g = (y - 0.299 * r - 0.114 * b) / 0.587
+    return np.clip(np.stack([r, g, b], 1), 0, 1).astype(np.float32)
