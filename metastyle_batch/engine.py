@@ -242,8 +242,9 @@ class Stylizer:
 
         return random_code(self.meta, seed, spread)
 
-    def run_array(self, x: np.ndarray, params: Params) -> np.ndarray:
-        """:meth:`run` on a numpy (B, 3, H, W) batch, as :class:`~metastyle_batch.engine_ort.OrtStylizer` runs it."""
+    def run_array(self, x: np.ndarray, params: Params, threads: int | None = None) -> np.ndarray:
+        """:meth:`run` on a numpy (B, 3, H, W) batch, as :class:`~metastyle_batch.engine_ort.OrtStylizer` runs it
+        (``threads``: set by the caller with ``torch.set_num_threads`` here)."""
         return self.run(torch.from_numpy(x), params).cpu().numpy()
 
     def stylize_picture(self, picture, code: StyleCode | Params, strength: float = 1.0, preserve_color: bool = False,

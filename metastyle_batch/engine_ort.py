@@ -57,8 +57,8 @@ class OrtStylizer:
         self._vgg_path, self._encoder, self._log = vgg, None, log
         self._codes: OrderedDict[str, StyleCode] = OrderedDict()
         self._nets: OrderedDict[bytes, Params] = OrderedDict()
-        self._sessions: OrderedDict[int, tuple[Params, object]] = OrderedDict()  # by id(params)
-        self._per_frame = None  # the weights-as-inputs session, once needed
+        self._sessions: OrderedDict[tuple[int, int | None], tuple[Params, object]] = OrderedDict()  # id(params), threads
+        self._per_frame: dict[int | None, object] = {}  # the weights-as-inputs sessions, by threads
         memory.keep_freed_memory()
 
     runtime = "onnxruntime"
@@ -182,32 +182,35 @@ class OrtStylizer:
 
         return export_onnx_bytes(code if isinstance(code, dict) else self.network(code), self.meta.base)
 
-    def _session(self, params: Params):
+    def _session(self, params: Params, threads: int | None):
         """The baked session of a single network, kept for the last 8."""
         from .ort import OrtNetwork
 
-        entry = self._sessions.get(id(params))
+        key = (id(params), threads)
+        entry = self._sessions.get(key)
         if entry is None or entry[0] is not params:  # an id can be reused once its dict is gone
-            entry = self._sessions[id(params)] = (params, OrtNetwork(self.onnx_bytes(params), self.threads))
+            entry = self._sessions[key] = (params, OrtNetwork(self.onnx_bytes(params), threads))
             while len(self._sessions) > 8:
                 self._sessions.popitem(last=False)
-        self._sessions.move_to_end(id(params))
+        self._sessions.move_to_end(key)
         return entry[1]
 
-    def _run_each(self, x: np.ndarray, params: Params) -> np.ndarray:
+    def _run_each(self, x: np.ndarray, params: Params, threads: int | None) -> np.ndarray:
         """One network per sample: the weights-as-inputs graph, sample by sample."""
         from .onnx_export import export_onnx_bytes, network_feed
         from .ort import OrtNetwork
 
-        if self._per_frame is None:
-            self._per_frame = OrtNetwork(export_onnx_bytes(_one(params, 0), self.meta.base, weights_as_inputs=True),
-                                         self.threads)
-        return np.concatenate([self._per_frame.run(x[i:i + 1], network_feed(_one(params, i)))
-                               for i in range(x.shape[0])])
+        if threads not in self._per_frame:
+            graph = export_onnx_bytes(_one(params, 0), self.meta.base, weights_as_inputs=True)
+            self._per_frame[threads] = OrtNetwork(graph, threads)
+        net = self._per_frame[threads]
+        return np.concatenate([net.run(x[i:i + 1], network_feed(_one(params, i))) for i in range(x.shape[0])])
 
-    def run(self, x: np.ndarray, params: Params) -> np.ndarray:
+    def run(self, x: np.ndarray, params: Params, threads: int | None = None) -> np.ndarray:
         """(B, 3, H, W) float32 in [0, 1], any size → stylized (B, 3, H, W) in [0, 1]. Generated layers with a
-        leading G == B give every sample its own network."""
+        leading G == B give every sample its own network. ``threads``: ONNX Runtime's for this call (default:
+        the engine's, else every core); sessions are kept per thread count."""
+        threads = threads or self.threads
         x, size = pixels.pad_to_multiple(np.asarray(x, np.float32))
         groups = _groups(params)
         if groups > 1 and groups != x.shape[0]:
@@ -219,18 +222,18 @@ class OrtStylizer:
             memory.release()  # what decoding left in the heap
             y = run_tiled(x, _one(params, 0), self.meta.base, self.tile)
         elif groups > 1:
-            y = self._run_each(np.ascontiguousarray(x), params)
+            y = self._run_each(np.ascontiguousarray(x), params, threads)
         else:
-            y = self._session(params).run(np.ascontiguousarray(x))
+            y = self._session(params, threads).run(np.ascontiguousarray(x))
         if n_pixels > memory.KEEP_PIXELS:
             memory.release()
         y = pixels.crop_back(y, size)
         y = np.ascontiguousarray(y) if y.shape[-2:] != x.shape[-2:] else y
         return np.clip(y, 0, 1, out=y)
 
-    def run_array(self, x: np.ndarray, params: Params) -> np.ndarray:
+    def run_array(self, x: np.ndarray, params: Params, threads: int | None = None) -> np.ndarray:
         """:meth:`run` (the name both engines give their numpy entry point)."""
-        return self.run(x, params)
+        return self.run(x, params, threads)
 
     def stylize_picture(self, picture, code: StyleCode | Params, strength: float = 1.0, preserve_color: bool = False,
                         max_side: int | None = None, palette_from: StyleCode | None = None):

@@ -106,7 +106,7 @@ class Identity:
     def network(self, code):
         return {}
 
-    def run_array(self, x: np.ndarray, params) -> np.ndarray:
+    def run_array(self, x: np.ndarray, params, threads=None) -> np.ndarray:
         self.seen += x.shape[0]
         if self.fail_at is not None and self.seen >= self.fail_at:
             raise RuntimeError("simulated device failure")
@@ -540,11 +540,11 @@ def test_cli_processing_failure_exit_1(clips, tmp_path: Path, style_image: Path,
     calls = {"n": 0}
     real = OrtStylizer.run
 
-    def flaky(self, x, params):
+    def flaky(self, x, params, threads=None):
         calls["n"] += 1
         if calls["n"] > 3:
             raise RuntimeError("out of memory (simulated)")
-        return real(self, x, params)
+        return real(self, x, params, threads)
 
     monkeypatch.setattr(OrtStylizer, "run", flaky)
     out = tmp_path / "x.mp4"

@@ -6,9 +6,9 @@ tensor; :meth:`FrameCompute.forward` (stateless, so it may run on a worker threa
 colour preservation; :meth:`FrameCompute.finish` (in order again) applies the stabilizer, feeds the flicker meter
 and converts to uint8.
 
-With ONNX Runtime (the CPU engine) one batch at a time uses every core. With PyTorch on a CPU
-(``METASTYLE_ORT=0``), frames are computed by ``workers`` threads at once, each batch with ``torch threads /
-workers`` intra-op threads (2 cores: two batches in parallel, one thread each). Small convolutions (8–32 channels)
+On the CPU, frames are computed by ``workers`` threads at once, each batch with ``threads / workers`` intra-op
+threads of the engine (2 cores: two batches in parallel, one thread each; ONNX Runtime keeps a session per
+thread count, 640x360 at 14.3 instead of 12.5 frames/s). Small convolutions (8–32 channels)
 scale poorly across threads, and a multi-threaded op waits at every barrier for its slowest thread, which
 ffmpeg's threads, or anything else on the machine, keep preempting; one thread per batch does not wait.
 Every forward pass goes through the engine's ``run_array``, so outputs do not
@@ -38,26 +38,28 @@ def _torch_cpu(stylizer) -> bool:
     return stylizer.runtime == "torch" and stylizer.device.type == "cpu"
 
 
-def default_workers(stylizer) -> int:
-    """Batches computed at once: two for PyTorch on a CPU with two or more threads, else one (a GPU; ONNX
-    Runtime, whose own thread pool already spreads one batch over the cores)."""
-    if not _torch_cpu(stylizer):
-        return 1
-    import torch
+def _cpu_threads(stylizer) -> int:
+    if stylizer.runtime == "torch":
+        import torch
 
-    return min(2, torch.get_num_threads())
+        return torch.get_num_threads()
+    from ..ort import _default_threads
+
+    return stylizer.threads or _default_threads()
+
+
+def default_workers(stylizer) -> int:
+    """Batches computed at once: one on a GPU, else two when there are two or more CPU threads."""
+    return 1 if stylizer.device.type != "cpu" else min(2, _cpu_threads(stylizer))
 
 
 def compute_threads(stylizer, workers: int) -> tuple[int, ContextManager]:
-    """(intra-op threads of one forward call, the context that sets them for the run)."""
-    if not _torch_cpu(stylizer):
-        from ..ort import _default_threads
-
-        return (stylizer.threads or _default_threads()) if stylizer.runtime == "onnxruntime" else 1, nullcontext()
-    import torch
-
-    threads = max(1, torch.get_num_threads() // workers)
-    return threads, torch_threads(threads)
+    """(intra-op threads of one forward call, the context that sets them for the run): the CPU's threads shared
+    between the workers."""
+    if stylizer.device.type != "cpu":
+        return 1, nullcontext()
+    threads = max(1, _cpu_threads(stylizer) // workers)
+    return threads, torch_threads(threads) if _torch_cpu(stylizer) else nullcontext()
 
 
 @contextmanager
@@ -126,7 +128,7 @@ class FrameCompute:
         """Stylized (N, 3, H, W) float32 in [0, 1] for the input of :meth:`prepare`: (network(s), frame codes)."""
         t0 = time.perf_counter()
         params, codes = job
-        y = self.stylizer.run_array(x, params)
+        y = self.stylizer.run_array(x, params, self.threads)
         if self.preserve_color:
             y = pixels.preserve_colors(y, x)
         self._spent(t0)
@@ -154,7 +156,8 @@ class FrameCompute:
             return
         if not self.schedule.fixed:
             for frame, code in zip(y, codes):
-                color.transfer(frame, code.colors, self.palette)
+                if code.colors is not None:  # a blend with a code that has no colours (a random style) has none
+                    color.transfer(frame, code.colors, self.palette)
             return
         if self._affine is None:
             self._affine = color.affine(color.moments(y[0].reshape(3, -1)), codes[0].colors, self.palette)
