@@ -10,9 +10,9 @@ The pipeline is the local batch's, spread over a cluster:
   is computed once, here (:func:`prepare`, while the cluster starts), so every worker runs the same network.
 * **read/decode → stylize → write** (the workers): ``map_batches`` over a dataset of task chunks (paths, never
   pixels, so the object store stays small) with a stateful actor, :class:`_Worker`: one
-  :class:`~metastyle_batch.engine.Stylizer` per worker (model and style code loaded once; VGG-16 only for a
-  strength below 1), one GPU each when the cluster has GPUs, else ``cpus_per_worker`` CPUs and as many torch
-  threads. Inside a chunk the next image is decoded and the previous one encoded while the current one computes.
+  engine per worker (:func:`metastyle_batch.runtime.open_stylizer`: model and style code loaded once; VGG-16 only
+  for a strength below 1), one GPU each when the cluster has GPUs, else ``cpus_per_worker`` CPUs and as many
+  ONNX Runtime threads. Inside a chunk the next image is decoded and the previous one encoded while the current one computes.
   Videos are one task each (:func:`metastyle_batch.video.stylize_video`, as the ``video`` command runs it).
 * **each output written once**: a new output is hard-linked into place (:func:`paths.atomic_path` with ``exclusive``), which fails
   if anything is there, and an attempt first checks whether the output still is what the planner saw. So when

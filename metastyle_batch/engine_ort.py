@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from . import color, memory, pixels
-from .codes import StyleCode, mix
+from .codes import StyleCode
+from .engine_base import EngineBase
 from .model.io import ModelError
 from .model.meta_numpy import MetaWeights
-from .paths import atomic_write_bytes, cache_dir, default_model_path
+from .paths import default_model_path
 
 Params = dict  # "<layer>.weight" (G, O, I, k, k) / (O, I, k, k), ".bias" / ".gain" (G, O) / (O,): numpy arrays
 
@@ -33,7 +34,7 @@ class CpuDevice:
         return "cpu"
 
 
-class OrtStylizer:
+class OrtStylizer(EngineBase):
     """Loads the meta network once; encodes styles (cached in memory and on disk) and stylizes images on the CPU.
 
     Networks for one style run as ONNX graphs with their weights baked in (one session per network, kept for
@@ -42,9 +43,12 @@ class OrtStylizer:
     (:mod:`metastyle_batch.tiled`), in bounded memory.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, device: str = "cpu", vgg: str | os.PathLike | None = None,
+    runtime = "onnxruntime"
+
+    def __init__(self, model: str | os.PathLike | None = None, vgg: str | os.PathLike | None = None,
                  max_pixels: int | None = None, tile: int = 512, disk_cache: bool = True, log=None,
                  palette: float = color.PALETTE_STRENGTH, threads: int | None = None):
+        super().__init__()
         self.device = CpuDevice()
         self.palette = palette
         self.model_path = Path(model) if model else default_model_path()
@@ -55,17 +59,10 @@ class OrtStylizer:
         self.max_pixels = max_pixels or memory.WHOLE_MAX_PIXELS
         self.tile, self.disk_cache, self.threads = tile, disk_cache, threads
         self._vgg_path, self._encoder, self._log = vgg, None, log
-        self._codes: OrderedDict[str, StyleCode] = OrderedDict()
         self._nets: OrderedDict[bytes, Params] = OrderedDict()
         self._sessions: OrderedDict[tuple[int, int | None], tuple[Params, object]] = OrderedDict()  # id(params), threads
         self._per_frame: dict[int | None, object] = {}  # the weights-as-inputs sessions, by threads
         memory.keep_freed_memory()
-
-    runtime = "onnxruntime"
-
-    @property
-    def model_id(self) -> str:
-        return self.info["id"]
 
     @property
     def encoder(self):
@@ -80,79 +77,12 @@ class OrtStylizer:
     vgg = encoder  # what shells touch to fail early when the weights are missing
 
     # ---- style codes -------------------------------------------------------------------------------------
-    def encode(self, style) -> StyleCode:
-        """A style image (path, encoded bytes or float RGB array) → its code; cached by content hash."""
-        if isinstance(style, StyleCode):
-            return style
-        if isinstance(style, np.ndarray):
-            key_bytes, rgb = np.ascontiguousarray(style, dtype=np.float32).tobytes(), style
-        else:
-            from .images import read_style_bytes
-
-            key_bytes = style if isinstance(style, bytes) else read_style_bytes(Path(style))
-            rgb = None  # decoded only on a cache miss
-        key = hashlib.sha256(key_bytes + f"|{self.model_id}|{self.style_size}".encode()).hexdigest()
-        if key in self._codes:
-            self._codes.move_to_end(key)
-            return self._codes[key]
-        code = self._read_code(key)
-        if code is None:
-            if rgb is None:
-                from .images import read_image
-
-                rgb = read_image(key_bytes, "<style bytes>" if isinstance(style, bytes) else str(style)).frames[0]
-            code = self.encode_array(rgb)
-            self._write_code(key, code)
-        self._codes[key] = code
-        while len(self._codes) > 256:
-            self._codes.popitem(last=False)
-        return code
-
     def encode_array(self, rgb: np.ndarray) -> StyleCode:
         """Uncached encode: shorter side resized to the model's style size, VGG statistics, meta hidden layer."""
         x = pixels.resize(np.asarray(rgb, np.float32), shorter=self.style_size)
         chw = np.ascontiguousarray(x.transpose(2, 0, 1))
         colors = color.moments(chw.reshape(3, -1))
         return StyleCode(self.meta.encode_features(self.encoder(chw[None]))[0], colors)
-
-    def _code_file(self, key: str) -> Path:
-        return cache_dir() / "codes" / f"{key}.safetensors"
-
-    def _read_code(self, key: str) -> StyleCode | None:
-        if not self.disk_cache:
-            return None
-        from safetensors.numpy import load_file
-
-        try:
-            saved = load_file(str(self._code_file(key)))
-            code = StyleCode(saved["hidden"], saved["colors"])  # an entry without colours is recomputed
-        except Exception:  # missing or damaged cache entries are simply recomputed
-            return None
-        return code if np.isfinite(code.hidden).all() and code.hidden.shape == (self.meta.hidden_dim,) else None
-
-    def _write_code(self, key: str, code: StyleCode) -> None:
-        if not self.disk_cache:
-            return
-        from safetensors.numpy import save
-
-        try:
-            data = save({"hidden": code.hidden, "colors": code.colors}, metadata={"model": self.model_id})
-            atomic_write_bytes(self._code_file(key), data)
-        except OSError:
-            pass  # a read-only cache only costs speed
-
-    def blend(self, styles: list, weights: list[float] | None = None) -> StyleCode:
-        return mix([self.encode(s) for s in styles], weights)
-
-    def with_strength(self, code: StyleCode, content: np.ndarray | StyleCode, strength: float) -> StyleCode:
-        """The paper's strength control: interpolate towards the content image's own code (identity style).
-        ``content`` is the image, or its code from :meth:`encode_array` (encoded once for several codes)."""
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength must be between 0 and 1, got {strength}")
-        if strength == 1.0:
-            return code
-        own = content if isinstance(content, StyleCode) else self.encode_array(content)
-        return mix([code, own], [strength, 1.0 - strength])
 
     def load_net(self, path: str | os.PathLike) -> Params:
         """A network file (``finetune``'s) ready to run here."""
@@ -175,12 +105,6 @@ class OrtStylizer:
         while len(self._nets) > 16:
             self._nets.popitem(last=False)
         return params
-
-    def onnx_bytes(self, code: StyleCode | Params) -> bytes:
-        """The generated network for ``code`` as an ONNX graph (what :mod:`metastyle_batch.netcache` keeps)."""
-        from .onnx_export import export_onnx_bytes
-
-        return export_onnx_bytes(code if isinstance(code, dict) else self.network(code), self.meta.base)
 
     def _session(self, params: Params, threads: int | None):
         """The baked session of a single network, kept for the last 8."""
@@ -234,46 +158,6 @@ class OrtStylizer:
     def run_array(self, x: np.ndarray, params: Params, threads: int | None = None) -> np.ndarray:
         """:meth:`run` (the name both engines give their numpy entry point)."""
         return self.run(x, params, threads)
-
-    def stylize_picture(self, picture, code: StyleCode | Params, strength: float = 1.0, preserve_color: bool = False,
-                        max_side: int | None = None, palette_from: StyleCode | None = None):
-        """Every frame of a :class:`~metastyle_batch.images.Picture` with one network; alpha, timing and colour
-        profile carried over. Strength is resolved once (from the first frame) so animations do not flicker."""
-        from .images import Picture
-
-        if isinstance(code, dict):
-            if strength != 1.0:
-                raise ValueError("a strength below 1 needs a style code; a fine-tuned network has none")
-        else:
-            code = self.with_strength(code, picture.frames[0], strength)
-        frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side, palette_from=palette_from)
-                  for f in picture.frames]
-        return Picture(frames, picture.alpha, picture.durations, picture.format, picture.bit_depth, picture.icc_profile)
-
-    def stylize(self, content: np.ndarray, style, strength: float = 1.0, preserve_color: bool = False,
-                max_side: int | None = None, mix_weights: list[float] | None = None,
-                palette_from: StyleCode | None = None) -> np.ndarray:
-        """Stylize one (H, W, 3) float RGB image; the result has the same size (or fits ``max_side``).
-
-        ``style`` is a path, bytes, array, StyleCode, or a list of those blended with ``mix_weights``, or a ready
-        network (a params dict): its palette transfer takes the colours of ``palette_from``, none without it.
-        """
-        content = np.asarray(content, np.float32)
-        if max_side and max(content.shape[:2]) > max_side:
-            content = pixels.resize(content, longer=max_side, mode="bicubic")
-        code = palette_from
-        if isinstance(style, dict):
-            params = style
-        else:
-            styles = style if isinstance(style, (list, tuple)) else [style]
-            code = self.with_strength(self.blend(list(styles), mix_weights), content, strength)
-            params = self.network(code)
-        y = self.run(content.transpose(2, 0, 1)[None], params)
-        if preserve_color:
-            y = pixels.preserve_colors(y, content.transpose(2, 0, 1)[None])
-        elif code is not None and code.colors is not None and self.palette > 0:
-            color.transfer(y[0], code.colors, self.palette)
-        return y[0].transpose(1, 2, 0)  # a view: a big picture is not copied again
 
 
 def _groups(params: Params) -> int:

@@ -70,7 +70,7 @@ class CachedNetwork:
             return None
         try:
             return cls(path, json.loads(path.with_suffix(".json").read_text())["colors"], fallback, palette)
-        except Exception:  # a damaged or incomplete cache entry: the torch path rebuilds it
+        except Exception:  # a damaged or incomplete cache entry: the engine rebuilds it
             path.unlink(missing_ok=True)
             return None
 

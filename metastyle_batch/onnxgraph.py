@@ -23,10 +23,16 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _msg(*fields: tuple[int, int | float | str | bytes]) -> bytes:
-    """A protobuf message: int → varint, float → fixed32, str/bytes (strings, sub-messages) → length-delimited.
-    Parts are joined once at the end, so a big tensor's bytes are copied once per nesting level."""
-    parts: list[bytes] = []
+class _Parts(list):
+    """A serialized message as its pieces, with their total size: nesting never copies a tensor's bytes; the
+    model is joined once at the end."""
+
+    size = 0
+
+
+def _msg(*fields: tuple[int, int | float | str | bytes | memoryview | _Parts]) -> _Parts:
+    """A protobuf message: int → varint, float → fixed32, str/bytes (strings, sub-messages) → length-delimited."""
+    parts = _Parts()
     for number, value in fields:
         if isinstance(value, int):
             parts += (_varint(number << 3), _varint(value))
@@ -34,11 +40,14 @@ def _msg(*fields: tuple[int, int | float | str | bytes]) -> bytes:
             parts += (_varint(number << 3 | 5), struct.pack("<f", value))
         else:
             value = value.encode() if isinstance(value, str) else value
-            parts += (_varint(number << 3 | 2), _varint(len(value)), value)
-    return b"".join(parts)
+            n = value.size if isinstance(value, _Parts) else len(value)
+            parts += (_varint(number << 3 | 2), _varint(n))
+            parts += value if isinstance(value, _Parts) else (value,)
+    parts.size = sum(len(p) for p in parts)  # flat: bytes and byte-memoryviews only
+    return parts
 
 
-def _attribute(name: str, value: int | float | str | list[int]) -> bytes:  # AttributeProto
+def _attribute(name: str, value: int | float | str | list[int]) -> _Parts:  # AttributeProto
     if isinstance(value, float):
         return _msg((1, name), (2, value), (20, 1))
     if isinstance(value, int):
@@ -51,7 +60,7 @@ def _attribute(name: str, value: int | float | str | list[int]) -> bytes:  # Att
 _ELEM = {"float32": 1, "float16": 10}  # TensorProto.DataType
 
 
-def _value_info(name: str, dims: list[int | str], elem: str = "float32") -> bytes:  # ValueInfoProto of a tensor
+def _value_info(name: str, dims: list[int | str], elem: str = "float32") -> _Parts:  # ValueInfoProto of a tensor
     shape = _msg(*[(1, _msg((2, d) if isinstance(d, str) else (1, d))) for d in dims])
     return _msg((1, name), (2, _msg((1, _msg((1, _ELEM[elem]), (2, shape))))))
 
@@ -68,9 +77,9 @@ class Graph:
 
     def __init__(self, name: str):
         self.name = name
-        self.inputs: list[bytes] = []
-        self.nodes: list[bytes] = []
-        self.constants: list[bytes] = []
+        self.inputs: list[_Parts] = []
+        self.nodes: list[_Parts] = []
+        self.constants: list[_Parts] = []
 
     def input(self, name: str, dims: list[int | str]) -> str:
         self.inputs.append(_value_info(name, dims))
@@ -81,7 +90,7 @@ class Graph:
         if value.dtype == np.float64:
             value = value.astype(np.float32)
         name = f"c{len(self.constants)}"
-        raw = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+        raw = memoryview(np.ascontiguousarray(value, value.dtype.newbyteorder("<"))).cast("B")  # no copy
         self.constants.append(_msg(*[(1, d) for d in value.shape], (2, _DTYPES[value.dtype]), (8, name), (9, raw)))
         return name
 
@@ -99,4 +108,4 @@ class Graph:
                      *[(11, i) for i in self.inputs],
                      *[(12, _value_info(n, d, elem.get(n, "float32"))) for n, d in outputs])
         ir = 7 if opset < 15 else 8 if opset < 19 else 9 if opset < 21 else 10
-        return _msg((1, ir), (2, "metastyle-batch"), (7, graph), (8, _msg((2, opset))))
+        return b"".join(_msg((1, ir), (2, "metastyle-batch"), (7, graph), (8, _msg((2, opset)))))

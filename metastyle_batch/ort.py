@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions for exported generated networks, on the CPU (imports neither torch nor onnx)."""
+"""ONNX Runtime sessions for the graphs we write, on the CPU (imports neither torch nor onnx)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ OUTPUT_NAME = "stylized"
 
 
 def _default_threads() -> int:
-    """What torch would use: the cores this process may run on."""
+    """The cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -58,9 +58,33 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(_default_threads(), thread_name_prefix="metastyle-tiles")
 
 
-def _out_size(x: np.ndarray, spec: ConvSpec) -> tuple[int, int]:
+def out_size(x, spec: ConvSpec) -> tuple[int, int]:
+    """(H, W) of a layer's output for input ``x`` (N, C, H, W): upsampled first, reflect-padded by k // 2."""
     up = 2 if spec.upsample else 1
     return tuple((n * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1 for n in x.shape[2:])  # type: ignore[return-value]
+
+
+def phased(spec: ConvSpec) -> bool:
+    """Full-resolution layers run in polyphase form: a 9x9 conv as a stride-2 conv giving the four phases, an
+    upsampling conv on the low-res window (no upsampled copy), then depth-to-space."""
+    return spec.upsample or (spec.k == 9 and spec.stride == 1)
+
+
+def windows(x, spec: ConvSpec, tile: int):
+    """For each tile of the layer's output: (output rows, output cols), (input rows, input cols) and how the
+    window's border beyond the map is padded. Tile edges are even, so every tile holds whole phases."""
+    s, k, pad = spec.stride, spec.k, spec.k // 2
+    ho, wo = out_size(x, spec)
+    for y0 in range(0, ho, tile):
+        y1 = min(y0 + tile, ho)
+        for x0 in range(0, wo, tile):
+            x1 = min(x0 + tile, wo)
+            if spec.upsample:  # low-res rows y0/2 - 1 … y1/2, edge rows replicated (see phases.UP_TAPS)
+                yield (slice(y0, y1), slice(x0, x1)), (y0 // 2 - 1, y1 // 2 + 1), (x0 // 2 - 1, x1 // 2 + 1), "replicate"
+            else:
+                rows, cols = (y0 * s - pad, (y1 - 1) * s + k - pad), (x0 * s - pad, (x1 - 1) * s + k - pad)
+                yield (slice(y0, y1), slice(x0, x1)), rows, cols, "reflect"
+        yield None  # a row of tiles is done
 
 
 def _window(x: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], mode: str = "reflect") -> np.ndarray:
@@ -85,29 +109,22 @@ def _window(x: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], mode: s
 
 def _tiles(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec, tile: int, norm: str | None = None):
     """(output slice, the conv's outputs on that tile) for every tile of the layer's output."""
-    s, k, pad = spec.stride, spec.k, spec.k // 2
-    ho, wo = _out_size(x, spec)
-    phases = spec.upsample or (k == 9 and s == 1)
-    if phases:
+    if phased(spec):
         w = upsample_phases(w) if spec.upsample else stride2_phases(w)
         b = None if b is None else np.repeat(b, 4)
-    run = _conv_session(w, b, 2 if phases and not spec.upsample else s, phases, norm)
+    run = _conv_session(w, b, 2 if phased(spec) and not spec.upsample else spec.stride, phased(spec), norm)
     names = ["y"] if norm is None else ["y", "mean", "std"]
-    for y0 in range(0, ho, tile):
-        y1 = min(y0 + tile, ho)
-        for x0 in range(0, wo, tile):
-            x1 = min(x0 + tile, wo)
-            if spec.upsample:  # low-res rows y0/2 - 1 … y1/2, edge rows replicated (see phases.UP_TAPS)
-                patch = _window(x, (y0 // 2 - 1, y1 // 2 + 1), (x0 // 2 - 1, x1 // 2 + 1), "replicate")
-            else:
-                patch = _window(x, (y0 * s - pad, (y1 - 1) * s + k - pad), (x0 * s - pad, (x1 - 1) * s + k - pad))
-            yield (slice(y0, y1), slice(x0, x1)), run.run(names, {"x": patch})
-        memory.release()
+    for item in windows(x, spec, tile):
+        if item is None:
+            memory.release()
+            continue
+        where, rows, cols, mode = item
+        yield where, run.run(names, {"x": _window(x, rows, cols, mode)})
 
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, spec: ConvSpec, tile: int) -> np.ndarray:
     """An un-normalised conv (the output layer): float32, it is the image."""
-    out = np.empty((x.shape[0], spec.cout, *_out_size(x, spec)), np.float32)
+    out = np.empty((x.shape[0], spec.cout, *out_size(x, spec)), np.float32)
     for (rows, cols), (y,) in _tiles(x, w, b, spec, tile):
         out[:, :, rows, cols] = y
     return out
@@ -115,7 +132,7 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, spec: ConvSpec, tile: int
 
 def _conv_norm(x: np.ndarray, w: np.ndarray, spec: ConvSpec, shift: np.ndarray, gain: np.ndarray | None,
                relu: bool, tile: int) -> np.ndarray:
-    ho, wo = _out_size(x, spec)
+    ho, wo = out_size(x, spec)
     dtype = np.float16 if x.shape[0] * spec.cout * ho * wo > HALF_ELEMENTS else np.float32
     out = np.empty((x.shape[0], spec.cout, ho, wo), dtype)
     n, mean, m2, tiles = 0, 0.0, 0.0, []

@@ -9,7 +9,6 @@ there for real, and run the CLI in it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -29,7 +29,7 @@ def install(
 ) -> None:
     """Copy the plug-in into GIMP's plug-ins folder and point it at this metastyle-batch.
 
-    GIMP's own Python cannot run torch, so the plug-in calls this environment's [bold]metastyle-batch[/bold] executable; its absolute path is written next to the plug-in. Run this again after moving or recreating the environment. Restart GIMP afterwards.
+    GIMP's own Python cannot import our dependencies, so the plug-in calls this environment's [bold]metastyle-batch[/bold] executable; its absolute path is written next to the plug-in. Run this again after moving or recreating the environment. Restart GIMP afterwards.
 
     [bold]Example[/bold]
 

@@ -31,8 +31,8 @@ def _parse_mix(value: Optional[str], n_styles: int) -> Optional[list[float]]:
         usage_error(f"--mix {value!r} is not a comma-separated list of numbers (e.g. --mix 0.7,0.3)")
     if len(weights) != n_styles:
         usage_error(f"--mix has {len(weights)} weight(s) but there are {n_styles} --style image(s); give one weight per style")
-    if any(w < 0 or w != w for w in weights) or sum(weights) <= 0:
-        usage_error(f"--mix weights must be non-negative and not all zero, got {value!r}")
+    if not all(0 <= w < float("inf") for w in weights) or sum(weights) <= 0:
+        usage_error(f"--mix weights must be finite, non-negative and not all zero, got {value!r}")
     total = sum(weights)
     return [round(w / total, 12) for w in weights]  # 0.7,0.3 and 7,3: the same weights, the same pixels
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .. import memory
 from . import phases
+from ..tiled import out_size, phased, windows
 from .layers import ConvSpec, generated_specs, layer_specs  # noqa: F401 - re-exported
 
 
@@ -104,36 +105,26 @@ class TiledOps:
         self.store_dtype = store_dtype
 
     def _tiles(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: ConvSpec):
-        """(output slice, conv of that tile on the device) for every tile of the layer's output.
-
-        The full-resolution layers run in polyphase form, as in :func:`transform_polyphase`: a 9x9 conv as a
-        stride-2 conv giving the four phases, an upsampling conv on the low-res window (no upsampled copy), then
-        ``pixel_shuffle``. Tile edges are even, so every tile holds whole phases.
-        """
-        s, k, t, pad = spec.stride, spec.k, self.tile, spec.k // 2
-        ho, wo = _out_size(x, spec)
+        """(output slice, conv of that tile on the device) for every tile of the layer's output, in polyphase
+        form for the full-resolution layers, as in :func:`transform_polyphase` (:func:`metastyle_batch.tiled.windows`)."""
         w = w.to(self.device, self.dtype)
         b = None if b is None else b.to(self.device, self.dtype)
-        phases = spec.upsample or (k == 9 and s == 1)
-        if phases:
+        if phased(spec):
             w = _upsample_phases(w) if spec.upsample else _stride2_phases(w)
             b = None if b is None else b.repeat_interleave(4, dim=-1)
-        for y0 in range(0, ho, t):
-            y1 = min(y0 + t, ho)
-            for x0 in range(0, wo, t):
-                x1 = min(x0 + t, wo)
-                if spec.upsample:  # low-res rows y0/2 - 1 … y1/2, edge rows replicated (see phases.UP_TAPS)
-                    patch = _window(x, (y0 // 2 - 1, y1 // 2 + 1), (x0 // 2 - 1, x1 // 2 + 1), "replicate")
-                else:
-                    patch = _window(x, (y0 * s - pad, (y1 - 1) * s + k - pad), (x0 * s - pad, (x1 - 1) * s + k - pad))
-                y = _conv(patch.to(self.device, self.dtype), w, b, 2 if phases and not spec.upsample else s)
-                yield (slice(y0, y1), slice(x0, x1)), (F.pixel_shuffle(y, 2) if phases else y).float()
-            memory.release()  # the tiles' scratch memory, which glibc would keep (memory.keep_freed_memory)
+        stride = 2 if phased(spec) and not spec.upsample else spec.stride
+        for item in windows(x, spec, self.tile):
+            if item is None:
+                memory.release()  # the tiles' scratch memory, which glibc would keep (memory.keep_freed_memory)
+                continue
+            where, rows, cols, mode = item
+            y = _conv(_window(x, rows, cols, mode).to(self.device, self.dtype), w, b, stride)
+            yield where, (F.pixel_shuffle(y, 2) if phased(spec) else y).float()
 
     def _output(self, x: torch.Tensor, spec: ConvSpec) -> torch.Tensor:
         """An empty feature map for the layer, float32 or (when big) ``store_dtype``, channels-last: the layout
         the convs read and write fastest (see docs/BENCHMARKS.md, large photos)."""
-        ho, wo = _out_size(x, spec)
+        ho, wo = out_size(x, spec)
         dtype = self.store_dtype if x.shape[0] * spec.cout * ho * wo > self.HALF_ELEMENTS else torch.float32
         return torch.empty(x.shape[0], spec.cout, ho, wo, device=self.store, dtype=dtype,
                            memory_format=torch.channels_last)
@@ -141,7 +132,7 @@ class TiledOps:
     def conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, spec: ConvSpec) -> torch.Tensor:
         """An un-normalised conv (the output layer): stored in float32, it is the image."""
         x = x.to(self.store)
-        out = torch.empty(x.shape[0], spec.cout, *_out_size(x, spec), device=self.store)
+        out = torch.empty(x.shape[0], spec.cout, *out_size(x, spec), device=self.store)
         for (rows, cols), y in self._tiles(x, w, b, spec):
             out[:, :, rows, cols] = y.to(self.store)
         return out
@@ -176,12 +167,6 @@ class TiledOps:
                 y.clamp_(min=0)
         memory.release()
         return out
-
-
-def _out_size(x: torch.Tensor, spec: ConvSpec) -> tuple[int, int]:
-    """(H, W) of a layer's output for input ``x`` (upsampled first, reflect-padded by k // 2)."""
-    up = 2 if spec.upsample else 1
-    return tuple((n * up + 2 * (spec.k // 2) - spec.k) // spec.stride + 1 for n in x.shape[2:])  # type: ignore[return-value]
 
 
 def _window(x: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int], mode: str = "reflect") -> torch.Tensor:

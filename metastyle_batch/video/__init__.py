@@ -7,7 +7,7 @@
 * :mod:`.schedule` — keyframes (``"0:a.jpg,5s:b.jpg,80%:c.jpg"``) → a per-frame style code (:class:`StyleSchedule`).
 * :mod:`.temporal` — flicker measured on the fly, and the optional :class:`Stabilizer`.
 * :mod:`.compute` — one batch of frames through the generated network(s): strength, colour preservation,
-  stabilizer, flicker; on the CPU two batches at once, one torch thread each.
+  stabilizer, flicker; on the CPU two batches at once, one thread each.
 * :mod:`.pipeline` — :func:`stylize_video`: decode thread → batched compute on the device → encode thread,
   written atomically (temp file + rename).
 * :mod:`.errors` — :class:`VideoError` and friends, all :class:`~metastyle_batch.errors.MetastyleError`.

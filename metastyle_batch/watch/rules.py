@@ -94,7 +94,7 @@ def output_path(spec: FolderSpec, path: str | os.PathLike) -> Path:
     p = Path(path)
     rel = p.relative_to(spec.in_dir)
     if is_video(p):
-        # metastyle_batch.video imports torch, so only here: it is the daemon (torch loaded) that names videos.
+        # metastyle_batch.video is imported here, not with the package: only the daemon names videos.
         from ..video import OUTPUT_FORMATS
 
         ext = p.suffix if p.suffix.lower() in OUTPUT_FORMATS else VIDEO_FALLBACK_EXT

@@ -133,7 +133,7 @@ import os, shlex, sys
 from pathlib import Path
 work = Path(sys.argv[1])
 out = {}
-from metastyle_batch.engine import default_model_path
+from metastyle_batch.paths import default_model_path
 model = os.environ.get("METASTYLE_MODEL") or str(default_model_path())
 if not Path(model).is_file():
     import torch
