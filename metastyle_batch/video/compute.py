@@ -87,6 +87,7 @@ class FrameCompute:
         self.stylizer, self.schedule = stylizer, schedule
         self.strength, self.preserve_color, self.palette = strength, preserve_color, palette
         self._affine = None  # the palette map of a one-style clip, from its first frame
+        self._strength_resolved = False
         self.flicker = FlickerMeter() if measure_flicker else None
         self.stabilizer = Stabilizer() if stabilize else None
         self.threads = threads  # intra-op threads of one forward call (set by the caller: compute_threads)
@@ -101,14 +102,18 @@ class FrameCompute:
     # ---- in order, on the caller's thread
     def prepare(self, frames: list[np.ndarray], start: int) -> tuple[np.ndarray, object]:
         """Frames ``start``, ``start + 1``, … as (H, W, 3) uint8 → (input (N, 3, H, W) float32, network(s))."""
+        return self.prepare_array(np.stack(frames).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255), start)
+
+    def prepare_array(self, x: np.ndarray, start: int) -> tuple[np.ndarray, object]:
+        """:meth:`prepare` for (N, 3, H, W) float32 frames in [0, 1] (VapourSynth's RGBS)."""
         t0 = time.perf_counter()
         stylizer = self.stylizer
-        if start == 0 and self.strength < 1.0:  # resolved once, from the first frame, so it cannot flicker
-            content = stylizer.encode_array(frames[0].astype(np.float32) / 255)
+        if start == 0 and self.strength < 1.0 and not self._strength_resolved:  # once, from the first frame, so
+            content = stylizer.encode_array(np.ascontiguousarray(x[0].transpose(1, 2, 0)))  # it cannot flicker
             self.schedule = self.schedule.map(lambda c: stylizer.with_strength(c, content, self.strength))
-        x = np.stack(frames).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-        indices = range(start, start + len(frames))
-        codes = [self.schedule.code(0)] * len(frames) if self.schedule.fixed else [self.schedule.code(i) for i in indices]
+            self._strength_resolved = True
+        indices = range(start, start + len(x))
+        codes = [self.schedule.code(0)] * len(x) if self.schedule.fixed else [self.schedule.code(i) for i in indices]
         params = self._network(codes)
         self._spent(t0)
         return x, (params, codes)
@@ -137,6 +142,11 @@ class FrameCompute:
     # ---- in order, on the caller's thread
     def finish(self, x: np.ndarray, result) -> np.ndarray:
         """Palette transfer, stabilizer, flicker meter, and (N, H, W, 3) uint8 out (``result``: :meth:`forward`'s)."""
+        y = self.finish_array(x, result)
+        return np.ascontiguousarray((y * 255).round().astype(np.uint8).transpose(0, 2, 3, 1))
+
+    def finish_array(self, x: np.ndarray, result) -> np.ndarray:
+        """:meth:`finish` up to the (N, 3, H, W) float32 frames in [0, 1]."""
         t0 = time.perf_counter()
         y, codes = result
         if not self.preserve_color:
@@ -145,9 +155,8 @@ class FrameCompute:
             y = self.stabilizer(x, y)
         if self.flicker is not None:
             self.flicker.add(x, y)
-        out = np.ascontiguousarray((y * 255).round().astype(np.uint8).transpose(0, 2, 3, 1))
         self._spent(t0)
-        return out
+        return y
 
     def _palette(self, y: np.ndarray, codes: list[StyleCode]) -> None:
         """The engine's palette transfer, in place. With one style for the clip, the colour map is taken from the
