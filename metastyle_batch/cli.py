@@ -82,11 +82,11 @@ def _main(
 
 
 def _register_commands() -> None:
-    from .commands import extras, gimp, image, info, train, video, watch
+    from .commands import comfyui, extras, gimp, image, info, train, video, watch
 
     image.register(app)
     info.register(app, cache_app)
-    for module in (video, watch, train, extras, gimp):
+    for module in (video, watch, train, extras, gimp, comfyui):
         module.register(app)
 
 

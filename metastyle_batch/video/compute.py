@@ -31,7 +31,7 @@ from ..color import PALETTE_STRENGTH
 from .schedule import StyleSchedule
 from .temporal import FlickerMeter, Stabilizer
 
-__all__ = ["FrameCompute", "default_workers", "compute_threads"]
+__all__ = ["FrameCompute", "default_workers", "compute_threads", "stylize_frames"]
 
 
 def _torch_cpu(stylizer) -> bool:
@@ -182,3 +182,19 @@ class FrameCompute:
         if self.flicker is None:
             return {"flicker": None, "stylized_mad": None, "source_mad": None}
         return self.flicker.result()
+
+
+def stylize_frames(stylizer, frames: np.ndarray, schedule: StyleSchedule, *, strength: float = 1.0,
+                   preserve_color: bool = False, palette: float = PALETTE_STRENGTH, batch: int = 2) -> np.ndarray:
+    """(N, H, W, 3) float32 frames in [0, 1] → the stylized frames, as ``metastyle-batch video`` computes a clip
+    (strength and the palette map fixed from frame 0, each frame's code from ``schedule``), without files: what
+    the ComfyUI nodes run on an IMAGE batch."""
+    threads, setting = compute_threads(stylizer, 1)
+    compute = FrameCompute(stylizer, schedule, strength=strength, preserve_color=preserve_color, palette=palette,
+                           measure_flicker=False, threads=threads)
+    out = []
+    with setting:
+        for start in range(0, len(frames), batch):
+            x, job = compute.prepare_array(np.ascontiguousarray(frames[start:start + batch].transpose(0, 3, 1, 2)), start)
+            out.append(compute.finish_array(x, compute.forward(x, job)))
+    return np.concatenate(out).transpose(0, 2, 3, 1)
