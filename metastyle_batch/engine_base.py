@@ -9,6 +9,7 @@ An engine adds ``encode_array`` (a style image → its code), ``network`` (a cod
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class EngineBase:
 
     def __init__(self):
         self._codes: OrderedDict[str, StyleCode] = OrderedDict()
+        self._codes_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -45,9 +47,10 @@ class EngineBase:
             key_bytes = style if isinstance(style, bytes) else read_style_bytes(Path(style))
             rgb = None  # decoded only on a cache miss
         key = hashlib.sha256(key_bytes + f"|{self.model_id}|{self.style_size}".encode()).hexdigest()
-        if key in self._codes:
-            self._codes.move_to_end(key)
-            return self._codes[key]
+        with self._codes_lock:
+            if key in self._codes:
+                self._codes.move_to_end(key)
+                return self._codes[key]
         code = self._read_code(key)
         if code is None:
             if rgb is None:
@@ -56,9 +59,10 @@ class EngineBase:
                 rgb = read_image(key_bytes, "<style bytes>" if isinstance(style, bytes) else str(style)).frames[0]
             code = self.encode_array(rgb)
             self._write_code(key, code)
-        self._codes[key] = code
-        while len(self._codes) > 256:
-            self._codes.popitem(last=False)
+        with self._codes_lock:
+            self._codes[key] = code
+            while len(self._codes) > 256:
+                self._codes.popitem(last=False)
         return code
 
     def _code_file(self, key: str) -> Path:

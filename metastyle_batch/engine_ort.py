@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class OrtStylizer(EngineBase):
         self._nets: OrderedDict[bytes, Params] = OrderedDict()
         self._sessions: OrderedDict[tuple[int, int | None], tuple[Params, object]] = OrderedDict()  # id(params), threads
         self._per_frame: dict[int | None, object] = {}  # the weights-as-inputs sessions, by threads
+        self._lock = threading.RLock()  # the caches above, for callers on several threads (VapourSynth)
         memory.keep_freed_memory()
 
     @property
@@ -98,36 +100,39 @@ class OrtStylizer(EngineBase):
         """Generated TransformNet parameters (cached per code). A (G, D) array gives G networks."""
         hidden = np.asarray(code.hidden if isinstance(code, StyleCode) else code, np.float32)
         key = hashlib.sha1(hidden.tobytes()).digest()
-        if key in self._nets:
-            self._nets.move_to_end(key)
-            return self._nets[key]
-        params = self._nets[key] = self.meta.network(hidden)
-        while len(self._nets) > 16:
-            self._nets.popitem(last=False)
-        return params
+        with self._lock:
+            if key in self._nets:
+                self._nets.move_to_end(key)
+                return self._nets[key]
+            params = self._nets[key] = self.meta.network(hidden)
+            while len(self._nets) > 16:
+                self._nets.popitem(last=False)
+            return params
 
     def _session(self, params: Params, threads: int | None):
         """The baked session of a single network, kept for the last 8."""
         from .ort import OrtNetwork
 
         key = (id(params), threads)
-        entry = self._sessions.get(key)
-        if entry is None or entry[0] is not params:  # an id can be reused once its dict is gone
-            entry = self._sessions[key] = (params, OrtNetwork(self.onnx_bytes(params), threads))
-            while len(self._sessions) > 8:
-                self._sessions.popitem(last=False)
-        self._sessions.move_to_end(key)
-        return entry[1]
+        with self._lock:
+            entry = self._sessions.get(key)
+            if entry is None or entry[0] is not params:  # an id can be reused once its dict is gone
+                entry = self._sessions[key] = (params, OrtNetwork(self.onnx_bytes(params), threads))
+                while len(self._sessions) > 8:
+                    self._sessions.popitem(last=False)
+            self._sessions.move_to_end(key)
+            return entry[1]
 
     def _run_each(self, x: np.ndarray, params: Params, threads: int | None) -> np.ndarray:
         """One network per sample: the weights-as-inputs graph, sample by sample."""
         from .onnx_export import export_onnx_bytes, network_feed
         from .ort import OrtNetwork
 
-        if threads not in self._per_frame:
-            graph = export_onnx_bytes(_one(params, 0), self.meta.base, weights_as_inputs=True)
-            self._per_frame[threads] = OrtNetwork(graph, threads)
-        net = self._per_frame[threads]
+        with self._lock:
+            if threads not in self._per_frame:
+                graph = export_onnx_bytes(_one(params, 0), self.meta.base, weights_as_inputs=True)
+                self._per_frame[threads] = OrtNetwork(graph, threads)
+            net = self._per_frame[threads]
         return np.concatenate([net.run(x[i:i + 1], network_feed(_one(params, i))) for i in range(x.shape[0])])
 
     def run(self, x: np.ndarray, params: Params, threads: int | None = None) -> np.ndarray:

@@ -104,6 +104,26 @@ def test_same_video_frames_with_moving_styles(engines, style_image: Path, style_
     assert not np.array_equal(out[0][0], out[0][-1])  # the style really moved
 
 
+def test_engine_is_thread_safe(engines, style_image: Path, style_image2: Path) -> None:
+    """Frame requests on several threads at once (VapourSynth's): each gets what it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from metastyle_batch.codes import mix
+
+    _, engine = engines
+    a, b = engine.encode(style_image), engine.encode(style_image2)
+    codes = [mix([a, b], [1 - t, t]) for t in np.linspace(0, 1, 24)]  # more networks than the caches keep
+    frames = [_picture(40, 48, seed=i)[None].transpose(0, 3, 1, 2) for i in range(24)]
+
+    def one(i: int) -> np.ndarray:
+        return engine.run_array(np.ascontiguousarray(frames[i]), engine.network(codes[i]), threads=1)
+
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(one, list(range(24)) * 2))
+    for i, y in enumerate(together):
+        assert np.array_equal(y, one(i % 24))
+
+
 def test_stabilizer_max_filter_is_a_max_pool() -> None:
     from metastyle_batch.video.temporal import _max_filter
 
@@ -181,6 +201,9 @@ def test_every_stylizing_command_runs_without_torch(lite_python: Path, tmp_path:
 
     (tmp_path / "in").mkdir()
     shutil.copy(photo, tmp_path / "in" / "p.png")
+    ray = _lite(lite_python, "image", "in", "-s", s1, "-o", "rout/", "--ray", "--ray-workers", "1", "--json",
+                cwd=tmp_path)
+    assert json.loads(ray.stdout)["outputs"] and (tmp_path / "rout" / "p.png").is_file()
     _lite(lite_python, "watch", "in", "--out", "wout", "-s", s1, "--once", cwd=tmp_path)
     assert (tmp_path / "wout" / "p.png").is_file()
 
