@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import MetastyleError, OutputExistsError, one_line
 from .formats import FORMAT_EXT, format_for_path
+from .paths import not_regular
 
 SUFFIX = "_stylized"  # beside-the-input outputs: NAME_stylized.EXT
 
@@ -72,6 +73,9 @@ def expand_inputs(args: list[str], skip_previous_outputs: bool = False) -> Expan
             if not found:
                 out.notes.append(f"{arg}: folder has no images")
         elif os.path.lexists(path):
+            if kind := not_regular(path):  # a FIFO would block, a process substitution is read once
+                out.missing.append((arg, f"is {kind}, not an image file"))
+                continue
             found = [path]
         elif glob.has_magic(arg):
             out.batch = True

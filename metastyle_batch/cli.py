@@ -7,6 +7,7 @@ codes are one table for all of them (:mod:`metastyle_batch.commands.common`). No
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated
 
@@ -17,12 +18,26 @@ from . import __version__
 from .commands.common import echo_err
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _sigterm_is_ctrl_c() -> None:
+    """SIGTERM (``kill``, ``systemctl stop``, ``docker stop``) stops a command as Ctrl-C does: partial outputs
+    and ffmpeg children cleaned up, "Interrupted" and exit 130 (the watch daemon installs its own handlers)."""
+    try:
+        signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (an embedding host): leave its signals alone
+        pass
+
+
 class _Group(TyperGroup):
     """Like Typer's group, but any usage error is ONE line ``Error: …`` on stderr (exit 2), never a panel."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        _sigterm_is_ctrl_c()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.Abort:

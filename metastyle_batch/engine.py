@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from . import color, memory
 from .engine_base import EngineBase
+from .pixels import style_fit
 from .model.io import ModelError, load_model
 from .model.meta import StyleCode
 from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, polyphase, transform, transform_polyphase
@@ -90,7 +91,7 @@ class Stylizer(EngineBase):
     @torch.no_grad()
     def encode_array(self, rgb: np.ndarray) -> StyleCode:
         """Uncached encode: shorter side resized to the model's style size, VGG statistics, meta hidden layer."""
-        x = resize(load_rgb_tensor(rgb).to(self.device), shorter=self.style_size)
+        x = resize(load_rgb_tensor(rgb).to(self.device), **style_fit(*rgb.shape[:2], self.style_size))
         colors = color.moments(x[0].reshape(3, -1).cpu().numpy())
         return StyleCode(self.encode_batch(x)[0].cpu().numpy(), colors)
 

@@ -81,7 +81,7 @@ class OrtStylizer(EngineBase):
     # ---- style codes -------------------------------------------------------------------------------------
     def encode_array(self, rgb: np.ndarray) -> StyleCode:
         """Uncached encode: shorter side resized to the model's style size, VGG statistics, meta hidden layer."""
-        x = pixels.resize(np.asarray(rgb, np.float32), shorter=self.style_size)
+        x = pixels.resize(np.asarray(rgb, np.float32), **pixels.style_fit(*rgb.shape[:2], self.style_size))
         chw = np.ascontiguousarray(x.transpose(2, 0, 1))
         colors = color.moments(chw.reshape(3, -1))
         return StyleCode(self.meta.encode_features(self.encoder(chw[None]))[0], colors)

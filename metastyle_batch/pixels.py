@@ -11,6 +11,16 @@ import numpy as np
 from PIL import Image
 
 MULTIPLE, MINIMUM = 4, 16  # the network's sides: a multiple of 4 (two stride-2 stages), at least 16
+MAX_STYLE_ASPECT = 8  # a style image is read with its shorter side at the style size, its longer at most 8x that
+
+
+def style_fit(height: int, width: int, style_size: int) -> dict[str, int]:
+    """How a style image (or a photo encoded for ``--strength``) is resized for VGG-16: the shorter side to the
+    style size, unless the longer side would then pass ``MAX_STYLE_ASPECT`` times it; then the longer side is held
+    there. A 4000x1 strip would otherwise become 768000x192 (gigabytes) for 96 bytes of PNG."""
+    if max(height, width) > MAX_STYLE_ASPECT * min(height, width):
+        return {"longer": MAX_STYLE_ASPECT * style_size}
+    return {"shorter": style_size}
 
 
 def resize(rgb: np.ndarray, *, shorter: int | None = None, longer: int | None = None, mode: str = "bilinear") -> np.ndarray:

@@ -17,6 +17,7 @@ import typer
 
 from ..errors import MetastyleError, OutputExistsError
 from ..formats import FORMAT_EXT, format_name
+from ..paths import not_regular
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 INTERRUPTED = 130
@@ -93,8 +94,9 @@ def check_image_file(path: str | Path, what: str = "style image", option: str | 
     p = Path(path).expanduser()
     if not p.exists():
         usage_error(f"{what} not found: {path}{hint}")
-    if p.is_dir():
-        usage_error(f"{what} {path} is a folder; give an image file")
+    if kind := not_regular(p):
+        usage_error(f"{what} {path} is {kind}, not an image file" + ("" if kind == "a folder" else
+                                                                      "; save it to a file first"))
     if not os.access(p, os.R_OK):
         usage_error(f"cannot read {what} {path}: permission denied")
     return p

@@ -354,8 +354,8 @@ def texture(
                                                           "(the paper's texture generation).")] = False,
     size: Annotated[str, typer.Option(metavar="N|WxH", help="Texture size in pixels.")] = "256",
     seed: Annotated[int, typer.Option(help="Seed of the noise (and of the random style).")] = 0,
-    spread: Annotated[float, typer.Option(min=0.0, help="With --random: how far from the training styles' mean to "
-                                                        "draw, in standard deviations.")] = 1.0,
+    spread: Annotated[float, typer.Option(min=0.0, max=10.0, help="With --random: how far from the training styles' "
+                                                                  "mean to draw, in standard deviations.")] = 1.0,
     model: _Model = None,
     device: _Device = "auto",
     overwrite: _Overwrite = False,
@@ -406,9 +406,9 @@ def interpolate(
     output: Annotated[Path, typer.Option("--output", "-o", metavar="GRID.png", show_default=False,
                                          help="The strip (PNG).")],
     steps: Annotated[int, typer.Option(min=2, max=64, metavar="N", help="Interpolation points, A and B included.")] = 5,
-    size: Annotated[int, typer.Option(min=16, metavar="N",
+    size: Annotated[int, typer.Option(min=16, max=8192, metavar="N",
                                       help="Downscale the content so its longer side is at most N pixels.")] = 256,
-    cell: Annotated[int, typer.Option(min=16, metavar="N", help="Grid cell size in pixels.")] = 192,
+    cell: Annotated[int, typer.Option(min=16, max=2048, metavar="N", help="Grid cell size in pixels.")] = 192,
     model: _Model = None,
     device: _Device = "auto",
     overwrite: _Overwrite = False,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import select
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from .. import batch, netcache
+from ..errors import OutputError
 from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
 from .common import (INTERRUPTED, check_device, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
@@ -38,17 +39,24 @@ def _parse_mix(value: Optional[str], n_styles: int) -> Optional[list[float]]:
 
 
 def _write_stdout(data: bytes) -> None:
+    """Every byte to stdout's file descriptor, waiting while a non-blocking pipe is full; a reader that goes away
+    early (``| head -c 100``) is a failure of this output (exit 1), never a silent success."""
     stream = typer.get_binary_stream("stdout")
+    stream.flush()
+    fd, view = stream.fileno(), memoryview(data)
     try:
-        stream.write(data)
-        stream.flush()
-    except BrokenPipeError:  # `… | head`: the reader went away; do not print a traceback at exit
-        try:
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:  # O_NONBLOCK stdout whose pipe is full: wait until the reader drains it
+                select.select([], [fd], [], 1.0)
+    except BrokenPipeError:
+        try:  # nothing more can reach the reader; keep Python's exit-time flush from failing on the dead pipe
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
+            os.dup2(devnull, fd)
+        except OSError:
             pass
-        raise
+        raise OutputError(f"stdout was closed after {len(data) - len(view)} of {len(data)} bytes") from None
 
 
 def image(
@@ -219,14 +227,15 @@ def image(
 
 
 def _cache_key(model: Path | None, styles: list[Path], weights: list[float] | None) -> tuple[str | None, str | None]:
-    """The generated-network cache key and the model id, or (None, None) when a file cannot be read (the engine
-    then reports it properly)."""
-    from ..paths import default_model_path, sha256_file
+    """The generated-network cache key and the model id, from a model that passed its sha256 check; (None, None)
+    when it does not, or a file cannot be read (the engine then reports it properly)."""
+    from ..model.io import ModelError, verified_sha256
+    from ..paths import default_model_path
 
     try:
-        digest = sha256_file(model or default_model_path())
+        digest = verified_sha256(model or default_model_path())
         return netcache.key(digest, styles, weights), digest[:12]
-    except OSError:
+    except (OSError, ModelError):
         return None, None
 
 

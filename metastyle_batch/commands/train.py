@@ -108,9 +108,12 @@ def evaluate(
     cfg = stylizer.info.get("config", {})
     with guarded(), Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("evaluating pairs", total=None)
-        rows = run(stylizer, content_dir, style_dir, out, size=size, n_content=n_content, n_style=n_style,
-                   gatys_steps=gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"), refine_steps=refine,
-                   progress=lambda i, n: bar.update(task, completed=i, total=n))
+        try:
+            rows = run(stylizer, content_dir, style_dir, out, size=size, n_content=n_content, n_style=n_style,
+                       gatys_steps=gatys_steps, content_layer=cfg.get("content_layer", "relu2_2"),
+                       refine_steps=refine, progress=lambda i, n: bar.update(task, completed=i, total=n))
+        except FileNotFoundError as e:  # a folder without images: the user's to fix, as for train (exit 2)
+            usage_error(str(e))
     Console().print(summary_table(summarize(rows), f"{len({(r.content, r.style) for r in rows})} pairs at {size}²"))
     typer.echo(f"wrote {out / 'results.csv'} and {out / 'grid.png'}")
 

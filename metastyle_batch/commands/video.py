@@ -234,6 +234,6 @@ def _video(src, output, style, to, keyframes, ease, strength, preserve_color, pa
                                                 "elapsed_s", "warnings")}
         summary.update(model=stylizer.model_id, device=str(stylizer.device))
         typer.echo(json.dumps(summary, ensure_ascii=False))
-    flick = f", flicker x{stats['flicker']:.2f}" if stats.get("flicker") is not None else ""
+    flick = (f", flicker {stats['flicker']:.2f}x the source's" if stats.get("flicker") is not None else "")
     echo_err(f"Wrote {stats['output']} ({stats['frames']} frames, {stats['width']}x{stats['height']}, "
              f"{stats['fps']} fps, {stats['seconds']:.2f} s, {stats['frames_per_second']:.1f} frames/s{flick})")

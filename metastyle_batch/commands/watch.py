@@ -28,7 +28,7 @@ def watch(
         help="Style image. Edit or replace it while the daemon runs and new files get the new style.")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", metavar="FILE", show_default=False,
-        help="TOML file with several [[folder]] tables, each with its own in, out, style and options.")] = None,
+        help="TOML file with several \\[\\[folder]] tables, each with its own in, out, style and options.")] = None,
     strength: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, show_default=False, help="How much style: 1 = full (default), 0 = (almost) the photo.")] = None,
     preserve_color: Annotated[Optional[bool], typer.Option(

