@@ -17,11 +17,13 @@ OUTPUT_NAME = "stylized"
 
 
 def _default_threads() -> int:
-    """The cores this process may run on."""
+    """The cores this process may run on, or fewer when ``OMP_NUM_THREADS`` asks for fewer (as it would of torch)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cores, int(asked))) if asked.isdigit() and int(asked) > 0 else cores
 
 
 def ort_available() -> bool:

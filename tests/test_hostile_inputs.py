@@ -239,3 +239,18 @@ def test_messages(tmp_path: Path, clip: Path, style_image: Path, vgg16_path: Pat
     assert "[[folder]]" in help_text
     proc = cli("video", clip, "-s", style_image, "-o", tmp_path / "o.mp4")
     assert proc.returncode == 0 and "flicker" in proc.stderr and "x the source's" in proc.stderr, proc.stderr
+
+
+def test_cache_ls_adds_up_and_clear_leaves_nothing(tmp_path: Path, style_image: Path, vgg16_path: Path) -> None:
+    import re
+
+    env = {"METASTYLE_CACHE": str(tmp_path / "cache")}
+    photo = save_rgb(tmp_path / "p.png", 32, 32)
+    assert cli("image", photo, "-s", style_image, "-o", tmp_path / "o.png", env=env).returncode == 0
+    (tmp_path / "cache" / ".stray.part").write_bytes(b"x")
+    listing = cli("cache", "ls", env=env).stdout
+    rows = [int(n) for n in re.findall(r"^\s+\S.*?\s(\d+) files?\b", listing, re.M)]
+    total = int(re.search(r"^Total: .* in (\d+) files?", listing, re.M).group(1))
+    assert sum(rows) == total, listing
+    assert cli("cache", "clear", "--yes", env=env).returncode == 0
+    assert not (tmp_path / "cache" / "nets").exists() and not (tmp_path / "cache" / "codes").exists()

@@ -192,7 +192,7 @@ def setup(
 
 
 
-_KINDS = {"codes": "*.safetensors", "nets": "*.onnx"}  # style codes; generated networks (metastyle_batch.netcache)
+_KINDS = {"codes": "*.safetensors", "nets": "*.*"}  # style codes; generated networks (.onnx + .json, netcache)
 
 
 def _cache_entries():
@@ -226,6 +226,10 @@ def cache_ls() -> None:
         out.print(f"  (VGG-16 weights in use come from $METASTYLE_VGG16 = {env}; cache clear never touches that file)",
                   markup=False)
     total, files = _tree_size(root)
+    listed = [f for _, fs in kinds.values() for f in fs] + ([vgg_file] if vgg_file.is_file() else [])
+    if files > len(listed):  # temp files of an interrupted write, anything else someone put there
+        other = total - sum(f.stat().st_size for f in listed)
+        out.print(f"  other           {_count(files - len(listed), 'file'):>11}  {_human(other):>9}", markup=False)
     out.print(f"Total: {_human(total)} in {_count(files, 'file')}", markup=False)
 
 
@@ -247,7 +251,7 @@ def cache_clear(
         return
     size = sum(f.stat().st_size for f in targets)
     (_, codes), (_, nets) = kinds.values()
-    what = f"{len(codes)} style code(s), {len(nets)} network(s)" + (" and the VGG-16 weights" if all_ and vgg_file.is_file() else "")
+    what = f"{len(codes)} style code(s), {sum(f.suffix == '.onnx' for f in nets)} network(s)" + (" and the VGG-16 weights" if all_ and vgg_file.is_file() else "")
     if not yes:
         if not typer.get_text_stream("stdin").isatty():
             usage_error(f"cache clear would delete {what} ({_human(size)}) in {root}; pass --yes to confirm")

@@ -19,7 +19,7 @@
 #                          else http://deb.debian.org/debian)
 #   METASTYLE_MODEL, METASTYLE_VGG16  passed through (default: the CLI's model when it exists, else a
 #                          random test model; the VGG-16 weights the CLI resolves on this machine)
-#   OMP_NUM_THREADS        torch threads for the stylization (default 2)
+#   OMP_NUM_THREADS        compute threads for the stylization (default 2)
 #
 # Exit status 0 and the last line "GIMP TEST PASSED" when everything checked out.
 set -euo pipefail
