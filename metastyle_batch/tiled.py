@@ -132,6 +132,7 @@ def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, spec: ConvSpec, tile: int
 
 def _conv_norm(x: np.ndarray, w: np.ndarray, spec: ConvSpec, shift: np.ndarray, gain: np.ndarray | None,
                relu: bool, tile: int) -> np.ndarray:
+    """A conv, its instance norm over the whole map, the generated gain and shift, ReLU: tile by tile."""
     ho, wo = out_size(x, spec)
     dtype = np.float16 if x.shape[0] * spec.cout * ho * wo > HALF_ELEMENTS else np.float32
     out = np.empty((x.shape[0], spec.cout, ho, wo), dtype)
@@ -148,6 +149,7 @@ def _conv_norm(x: np.ndarray, w: np.ndarray, spec: ConvSpec, shift: np.ndarray, 
     std = np.sqrt(m2 / n + 1e-5)
     scale = 1 / std if gain is None else np.asarray(gain, np.float64).reshape(1, -1, 1, 1) / std
     offset = np.asarray(shift, np.float64).reshape(1, -1, 1, 1)
+
     def sweep(tile_stats) -> None:  # stored = (y - mean_t) / std_t → the normalised y, in place
         where, mean_t, std_t = tile_stats
         view = out[(slice(None), slice(None)) + where]
