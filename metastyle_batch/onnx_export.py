@@ -19,7 +19,7 @@ import numpy as np
 
 from .model.phases import polyphase
 from .onnxgraph import Graph, as_array
-from .ort import INPUT_NAME, OUTPUT_NAME, OrtNetwork, ort_available
+from .ort import INPUT_NAME, OUTPUT_NAME, OrtNetwork
 
 _FIXED = ("conv_in.weight", "conv_in.bias", "conv_out.weight", "conv_out.bias")  # trained, not generated
 
@@ -105,5 +105,5 @@ def export_onnx(params, base: int, path: str | os.PathLike | BinaryIO, opset: in
         path.write(data)
 
 
-__all__ = ["export_onnx", "export_onnx_bytes", "network_feed", "ort_available", "OrtNetwork", "INPUT_NAME",
+__all__ = ["export_onnx", "export_onnx_bytes", "network_feed", "OrtNetwork", "INPUT_NAME",
            "OUTPUT_NAME"]

@@ -26,14 +26,6 @@ def _default_threads() -> int:
     return max(1, min(cores, int(asked))) if asked.isdigit() and int(asked) > 0 else cores
 
 
-def ort_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 _shared_arena: bool | None = None
 
 
