@@ -129,7 +129,9 @@ def _check_file(path: Path, label: str) -> None:
     """Cheap checks before ffmpeg runs: exists, not a folder, readable, not empty."""
     if not os.path.lexists(path):
         raise VideoInputError(label, "no such file")
-    if kind := not_regular(path):  # a FIFO would block ffprobe-free probing and ffmpeg alike
+    if path.is_dir():
+        raise VideoInputError(label, "is a directory, not a video file")
+    if kind := not_regular(path):  # a FIFO would block the probe and ffmpeg alike
         raise VideoInputError(label, f"is {kind}, not a video file")
     if not os.access(path, os.R_OK):
         raise VideoInputError(label, "permission denied")
