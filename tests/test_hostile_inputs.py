@@ -259,3 +259,11 @@ def test_cache_ls_adds_up_and_clear_leaves_nothing(tmp_path: Path, style_image: 
     assert sum(rows) == total, listing
     assert cli("cache", "clear", "--yes", env=env).returncode == 0
     assert not (tmp_path / "cache" / "nets").exists() and not (tmp_path / "cache" / "codes").exists()
+
+
+def test_watch_leaves_no_lock_file(tmp_path: Path, style_image: Path, vgg16_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    save_rgb(tmp_path / "in" / "p.png", 32, 40)
+    proc = cli("watch", tmp_path / "in", "--out", tmp_path / "out", "-s", style_image, "--once")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "p.png").is_file() and not list((tmp_path / "out").glob("*.lock"))

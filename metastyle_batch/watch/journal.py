@@ -189,7 +189,10 @@ class JournalLock:
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if _same_file(self._fd, self.path):
+                    break
+                os.close(self._fd)  # a daemon that stopped removed that file after we opened it: open the new one
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     pid = _read_pid(self.path)
@@ -201,9 +204,20 @@ class JournalLock:
         os.write(self._fd, f"{os.getpid()}\n".encode())
 
     def release(self) -> None:
+        """Remove the lock file (still holding the lock, so no daemon can take the old file) and drop the lock.
+        After ``kill -9`` the file stays, unlocked, and the next daemon takes it."""
         if self._fd is not None:
+            if _same_file(self._fd, self.path):
+                self.path.unlink(missing_ok=True)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _read_pid(path: Path) -> Optional[int]:
