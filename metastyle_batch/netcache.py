@@ -78,14 +78,10 @@ class CachedNetwork:
         """(H, W, 3) float RGB in [0, 1] → the stylized (H, W, 3), padded and cropped as the engine does."""
         import numpy as np
 
-        h, w = rgb.shape[:2]
-        th, tw = max(-(-h // 4) * 4, 16), max(-(-w // 4) * 4, 16)
-        ph, pw = th - h, tw - w
-        x = np.ascontiguousarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None]
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "edge"
-            x = np.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode=mode)
-        y = np.clip(self.net.run(x)[0, :, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w], 0, 1)
+        from .pixels import crop_back, pad_to_multiple
+
+        x, size = pad_to_multiple(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None])
+        y = np.clip(crop_back(self.net.run(x), size)[0], 0, 1)
         if self.colors is not None and self.palette > 0:
             from .color import transfer
 

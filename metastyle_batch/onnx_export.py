@@ -24,7 +24,7 @@ from .ort import INPUT_NAME, OUTPUT_NAME, OrtNetwork
 _FIXED = ("conv_in.weight", "conv_in.bias", "conv_out.weight", "conv_out.bias")  # trained, not generated
 
 
-def _single(params) -> dict[str, np.ndarray]:
+def one_network(params) -> dict[str, np.ndarray]:
     """Float32 arrays of one network (a leading group dim of 1 dropped; G > 1 is an error), every gain present."""
     out = {}
     for name, value in params.items():
@@ -42,7 +42,7 @@ def _single(params) -> dict[str, np.ndarray]:
 
 def network_feed(params) -> dict[str, np.ndarray]:
     """The generated layers of ``params`` (one network) as the inputs of a ``weights_as_inputs`` graph."""
-    pp = polyphase(_single(params))
+    pp = polyphase(one_network(params))
     return {k: np.ascontiguousarray(v) for k, v in pp.items() if k not in _FIXED}
 
 
@@ -50,7 +50,7 @@ def export_onnx_bytes(params, base: int, opset: int = 17, weights_as_inputs: boo
     """The generated network ``params`` (numpy arrays or torch tensors, G == 1) as a serialized ONNX model,
     built from its polyphase form (mirroring :func:`~metastyle_batch.model.transform.transform_polyphase` op for
     op): no tracing, so it takes milliseconds. With ``weights_as_inputs`` only the trained layers are baked in."""
-    pp = polyphase(_single(params))
+    pp = polyphase(one_network(params))
     g = Graph("metastyle_transform_net")
     g.input(INPUT_NAME, ["batch", 3, "height", "width"])
 

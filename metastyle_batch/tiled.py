@@ -18,6 +18,7 @@ import numpy as np
 from . import memory
 from .model.layers import ConvSpec, layer_specs
 from .model.phases import stride2_phases, upsample_phases
+from .onnx_export import one_network
 from .onnxgraph import Graph
 
 HALF_ELEMENTS = 64 << 20  # bigger maps (256 MB in float32) are stored in float16
@@ -170,7 +171,7 @@ def run_tiled(x: np.ndarray, params: dict[str, np.ndarray], base: int, tile: int
     the whole-image network's output up to float16 storage (within 1/255)."""
     tile = max(2, tile - tile % 2)  # even: whole phases per tile
     specs = {s.name: s for s in layer_specs(base)}
-    p = {k: v[0] if v.ndim in (2, 5) else v for k, v in params.items()}
+    p = one_network(params)
 
     def layer(h: np.ndarray, name: str, relu: bool = True) -> np.ndarray:
         return _conv_norm(h, p[f"{name}.weight"], specs[name], p[f"{name}.bias"], p.get(f"{name}.gain"), relu, tile)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import usage_error
+from .common import guarded
 
 _DIR = typer.Option(..., "--comfy-dir", metavar="DIR", help="The ComfyUI folder (the one holding custom_nodes/).")
 
@@ -30,13 +30,10 @@ def install(comfy_dir: Path = _DIR) -> None:
 
       metastyle-batch comfyui install --comfy-dir ~/ComfyUI
     """
-    from ..comfyui import ComfyInstallError
-    from ..comfyui import install as do_install
+    from .. import comfyui
 
-    try:
-        dest = do_install(comfy_dir)
-    except ComfyInstallError as exc:
-        usage_error(str(exc))
+    with guarded():  # ComfyInstallError: one line, exit 2
+        dest = comfyui.install(comfy_dir)
     typer.echo(f"Installed the ComfyUI nodes: {dest}")
     typer.echo("ComfyUI's Python needs metastyle-batch too: python -m pip install metastyle-batch (ComfyUI's python)")
     typer.echo("Restart ComfyUI; the nodes are under image > MetaStyle.")
@@ -49,11 +46,8 @@ def uninstall(comfy_dir: Path = _DIR) -> None:
 
       metastyle-batch comfyui uninstall --comfy-dir ~/ComfyUI
     """
-    from ..comfyui import ComfyInstallError
-    from ..comfyui import uninstall as do_uninstall
+    from .. import comfyui
 
-    try:
-        removed = do_uninstall(comfy_dir)
-    except ComfyInstallError as exc:
-        usage_error(str(exc))
+    with guarded():
+        removed = comfyui.uninstall(comfy_dir)
     typer.echo(f"Removed {removed}" if removed else "Nothing to remove: the nodes are not installed there")

@@ -315,8 +315,7 @@ def _export(output, style, net, opset, model, device, overwrite) -> None:
         params = stylizer.network(_encode(stylizer, src))
     data = export_onnx_bytes(params, base, opset)
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
-    ref = run_tiled(x, {k: np.asarray(v, np.float32) if not hasattr(v, "detach") else v.detach().float().cpu().numpy()
-                        for k, v in params.items()}, base, tile=32)
+    ref = run_tiled(x, params, base, tile=32)
     diff = float(np.abs(OrtNetwork(data, threads=1).run(x) - ref).max())
     if not diff < 1e-2:
         _fail(f"the exported graph does not match the layer-by-layer network (max difference {diff:.3g}); "

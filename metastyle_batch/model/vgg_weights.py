@@ -147,7 +147,8 @@ def _from_torch_file(path: Path) -> dict[str, np.ndarray]:
             warnings.simplefilter("ignore")
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        # torch's own text runs to a thousand characters and suggests weights_only=False: never pass that on
+        # torch's own text runs to a thousand characters and suggests loading without the weights-only guard:
+        # never pass that advice on
         kind = "refused: it holds code, not just tensors" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
         raise VGGWeightsError(f"{path}: not a safetensors file nor a loadable torch checkpoint ({kind}); {_HINT}") from None
     if not isinstance(raw, dict):
