@@ -97,11 +97,11 @@ def _main(
 
 
 def _register_commands() -> None:
-    from .commands import comfyui, extras, gimp, image, info, train, video, watch
+    from .commands import comfyui, extras, gimp, image, info, train, ui, video, watch
 
     image.register(app)
     info.register(app, cache_app)
-    for module in (video, watch, train, extras, gimp, comfyui):
+    for module in (video, watch, train, extras, gimp, comfyui, ui):
         module.register(app)
 
 

@@ -112,7 +112,8 @@ class EngineBase:
         return export_onnx_bytes(code if isinstance(code, dict) else self.network(code), self.meta.base)
 
     def stylize_picture(self, picture, code: StyleCode | dict, strength: float = 1.0, preserve_color: bool = False,
-                        max_side: int | None = None, palette_from: StyleCode | None = None):
+                        max_side: int | None = None, palette_from: StyleCode | None = None,
+                        palette: float | None = None):
         """Every frame of a :class:`~metastyle_batch.images.Picture` with one network; alpha, timing and colour
         profile carried over. Strength is resolved once (from the first frame) so animations do not flicker.
         ``code`` may also be a ready network (``load_net``'s)."""
@@ -123,18 +124,19 @@ class EngineBase:
                 raise ValueError("a strength below 1 needs a style code; a fine-tuned network has none")
         else:
             code = self.with_strength(code, picture.frames[0], strength)
-        frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side, palette_from=palette_from)
-                  for f in picture.frames]
+        frames = [self.stylize(f, code, preserve_color=preserve_color, max_side=max_side, palette_from=palette_from,
+                               palette=palette) for f in picture.frames]
         return Picture(frames, picture.alpha, picture.durations, picture.format, picture.bit_depth, picture.icc_profile)
 
     def stylize(self, content: np.ndarray, style, strength: float = 1.0, preserve_color: bool = False,
                 max_side: int | None = None, mix_weights: list[float] | None = None,
-                palette_from: StyleCode | None = None) -> np.ndarray:
+                palette_from: StyleCode | None = None, palette: float | None = None) -> np.ndarray:
         """Stylize one (H, W, 3) float RGB image; the result has the same size (or fits ``max_side``).
 
         ``style`` is a path, bytes, array, StyleCode, or a list of those blended with ``mix_weights``, or a ready
         network (a params dict): its palette transfer takes the colours of ``palette_from`` (e.g. the style a
-        refined network was trained for), none without it.
+        refined network was trained for), none without it. ``palette``: this call's palette strength (default: the
+        engine's), so callers on several threads need not share one setting.
         """
         content = np.asarray(content, np.float32)
         if max_side and max(content.shape[:2]) > max_side:
@@ -146,9 +148,10 @@ class EngineBase:
             styles = style if isinstance(style, (list, tuple)) else [style]
             code = self.with_strength(self.blend(list(styles), mix_weights), content, strength)
             params = self.network(code)
+        palette = self.palette if palette is None else palette
         y = np.ascontiguousarray(self.run_array(content.transpose(2, 0, 1)[None], params))  # transfer works in place
         if preserve_color:
             y = pixels.preserve_colors(y, content.transpose(2, 0, 1)[None])
-        elif code is not None and code.colors is not None and self.palette > 0:
-            color.transfer(y[0], code.colors, self.palette)
+        elif code is not None and code.colors is not None and palette > 0:
+            color.transfer(y[0], code.colors, palette)
         return y[0].transpose(1, 2, 0)  # a view: a big picture is not copied again

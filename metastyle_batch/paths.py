@@ -31,6 +31,17 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "metastyle-batch"
 
 
+_CACHE_KINDS = {"codes": "*.safetensors", "nets": "*.*"}  # style codes; generated networks (.onnx + .json)
+
+
+def cache_entries() -> tuple[Path, dict[str, tuple[Path, list[Path]]], Path]:
+    """(root, {kind: (folder, files)}, the cached VGG-16 file): what `cache ls` and the UI show."""
+    root = cache_dir()
+    kinds = {kind: (root / kind, sorted((root / kind).glob(pattern)) if (root / kind).is_dir() else [])
+             for kind, pattern in _CACHE_KINDS.items()}
+    return root, kinds, root / VGG_CACHE_NAME
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike, mode: int | None = None, *, exclusive: bool = False,
                 suffix: str = ".part") -> Iterator[Path]:

@@ -148,22 +148,27 @@ def test_the_encoder_graph_checks_with_onnx(vgg16_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- a venv without torch
 
 
-@pytest.fixture(scope="module")
-def lite_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv holding this one's packages (this project included) except PyTorch and what only it needs."""
-    root = tmp_path_factory.mktemp("lite-venv")
+TORCH = ("torch", "functorch", "torchgen", "nvidia", "triton", "sympy", "mpmath", "networkx")
+
+
+def _venv_without(root: Path, skip: tuple[str, ...]) -> Path:
+    """A venv holding this one's packages (this project included) except those whose names start with ``skip``."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     python = root / "bin" / "python"
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    ours = Path(sysconfig.get_paths()["purelib"])
-    skip = ("torch", "functorch", "torchgen", "nvidia", "triton", "sympy", "mpmath", "networkx")
-    for entry in ours.iterdir():
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
         if not entry.name.lower().startswith(skip):
             (site / entry.name).symlink_to(entry)
-    probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True)
-    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr
+    probe = subprocess.run([str(python), "-c", f"import {skip[0]}"], capture_output=True, text=True)
+    assert probe.returncode != 0 and f"No module named '{skip[0]}'" in probe.stderr
     return python
+
+
+@pytest.fixture(scope="module")
+def lite_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small install: no PyTorch and nothing only it needs."""
+    return _venv_without(tmp_path_factory.mktemp("lite-venv"), TORCH)
 
 
 def _lite(python: Path, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -230,3 +235,37 @@ def test_what_needs_torch_says_which_extra(lite_python: Path, tmp_path: Path, st
     line = proc.stderr.strip()
     assert "\n" not in line and 'pip install "metastyle-batch[torch]"' in line
     assert not any(p.name != "photo.png" for p in tmp_path.iterdir() if p.is_file())
+
+
+def test_the_ui_runs_without_torch(lite_python: Path, tmp_path: Path, style_image: Path) -> None:
+    """`ui` on the small install with the ui extra: a preview comes back (the browser tests are in test_ui.py)."""
+    import urllib.request
+
+    proc = subprocess.Popen([str(lite_python), "-m", "metastyle_batch", "ui", "--no-open", "--port", "0",
+                             "--workdir", str(tmp_path / "w")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if proc.poll() is not None else url
+
+        def post(path: str, data: bytes) -> bytes:
+            with urllib.request.urlopen(urllib.request.Request(url + path, data=data, method="POST"), timeout=120) as r:
+                return r.read()
+
+        style = json.loads(post("api/upload?kind=style&name=s.png", style_image.read_bytes()))
+        photo = json.loads(post("api/upload?kind=photo&name=p.png", save_rgb(tmp_path / "p.png", 40, 56).read_bytes()))
+        look = {"styles": [[style["id"], 1]], "strength": 0.5}
+        jpeg = post("api/preview", json.dumps({"photo": photo["id"], "look": look, "size": 128}).encode())
+        assert jpeg[:2] == b"\xff\xd8"
+        with urllib.request.urlopen(url + "api/state", timeout=30) as r:
+            assert "no PyTorch installed" in json.loads(r.read())["runtime"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_ui_without_its_extra_says_which(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    python = _venv_without(tmp_path_factory.mktemp("no-ui-venv"), ("starlette", "uvicorn"))
+    proc = _lite(python, "ui", "--no-open", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and 'pip install "metastyle-batch[ui]"' in proc.stderr.strip()
+    assert "\n" not in proc.stderr.strip()

@@ -12,6 +12,7 @@ import typer
 
 from .. import __version__
 from .common import echo_err, one_line, usage_error
+from ..paths import cache_entries
 
 
 def register(app: typer.Typer, cache_app: typer.Typer) -> None:
@@ -192,17 +193,6 @@ def setup(
 
 
 
-_KINDS = {"codes": "*.safetensors", "nets": "*.*"}  # style codes; generated networks (.onnx + .json, netcache)
-
-
-def _cache_entries():
-    """(root, {kind: (folder, files)}, the cached VGG-16 file)."""
-    from ..paths import VGG_CACHE_NAME, cache_dir
-
-    root = cache_dir()
-    kinds = {kind: (root / kind, sorted((root / kind).glob(pattern)) if (root / kind).is_dir() else [])
-             for kind, pattern in _KINDS.items()}
-    return root, kinds, root / VGG_CACHE_NAME
 
 
 def cache_ls() -> None:
@@ -212,7 +202,7 @@ def cache_ls() -> None:
 
       metastyle-batch cache ls
     """
-    root, kinds, vgg_file = _cache_entries()
+    root, kinds, vgg_file = cache_entries()
     out = _stdout_console()
     out.print(f"Cache folder: {root}" + ("" if root.exists() else " (does not exist yet)"), markup=False)
     for label, (folder, files) in zip(("style codes     ", "style networks  "), kinds.values()):
@@ -243,7 +233,7 @@ def cache_clear(
 
       metastyle-batch cache clear --yes
     """
-    root, kinds, vgg_file = _cache_entries()
+    root, kinds, vgg_file = cache_entries()
     targets = [f for folder, files in kinds.values() for f in files + sorted(folder.glob(".*.part"))]
     targets += [vgg_file] if all_ and vgg_file.is_file() else []
     if not targets:
