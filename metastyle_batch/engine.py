@@ -15,7 +15,8 @@ import torch
 from . import color, memory
 from .engine_base import EngineBase
 from .pixels import style_fit
-from .model.io import ModelError, load_model
+from .model.io import check_model_file, load_model
+from .model.layers import flat_output, flat_samples
 from .model.meta import StyleCode
 from .model.transform import Params, TiledOps, crop_back, pad_to_multiple, polyphase, transform, transform_polyphase
 from .model.vgg import STYLE_LAYERS, VGG16, load_vgg, style_vector
@@ -61,8 +62,7 @@ class Stylizer(EngineBase):
         self.device = pick_device(device)
         self.palette = palette  # how far outputs move to the style's colours (0: the network's own)
         self.model_path = Path(model) if model else default_model_path()
-        if not self.model_path.is_file():
-            raise ModelError(f"{self.model_path}: model file not found (give a model path or set METASTYLE_MODEL)")
+        check_model_file(self.model_path)
         self.meta, self.info = load_model(self.model_path)
         self.dtype = torch.float32
         if self.device.type == "cuda":
@@ -135,6 +135,7 @@ class Stylizer(EngineBase):
     @torch.no_grad()
     def run(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1], any size → stylized (B, 3, H, W) in [0, 1], float32 on the device."""
+        flat = flat_samples(x)
         x = x.to(self.device, self.dtype)
         x, size = pad_to_multiple(x)
         if self.device.type == "cuda":
@@ -148,7 +149,11 @@ class Stylizer(EngineBase):
             y = transform_polyphase(x, self._prepare(params).poly, self.meta.base)
         if self.device.type == "cpu" and pixels > memory.KEEP_PIXELS:
             memory.release()
-        return crop_back(y, size).float().clamp_(0, 1)
+        y = crop_back(y, size).float()
+        if flat.any():  # their exact answer, not amplified rounding noise (the same in every engine)
+            colours = torch.from_numpy(np.broadcast_to(flat_output(params), (len(flat), 3))[flat]).to(y)
+            y[torch.from_numpy(flat).to(y.device)] = colours[:, :, None, None].expand(-1, -1, *y.shape[-2:])
+        return y.clamp_(0, 1)
 
     def load_net(self, path: str | os.PathLike) -> Params:
         """A network file (``finetune``'s) ready to run here."""

@@ -3,7 +3,8 @@
 A style's first run loads the meta network and VGG-16 and encodes the style; it leaves the generated network in
 the user cache (``<cache>/nets/<key>.onnx``, ~0.6 MB). Later runs with the same model file and style images on
 the CPU load only that graph, and give the same pixels: it is the graph the CPU engine itself runs. Pictures
-above :data:`memory.WHOLE_MAX_PIXELS` go through the engine's tiled path instead, as they would there.
+above :data:`memory.WHOLE_MAX_PIXELS` go through the engine's tiled path instead, as they would there, and flat
+pictures through the engine too (it knows their exact answer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .memory import WHOLE_MAX_PIXELS
+from .model.layers import flat_samples
 from .paths import atomic_write_bytes, cache_dir, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -91,7 +93,8 @@ class CachedNetwork:
     def stylize_picture(self, picture):
         from .images import Picture
 
-        if picture.size[0] * picture.size[1] > WHOLE_MAX_PIXELS:
+        flat = any(flat_samples(f.transpose(2, 0, 1)[None])[0] for f in picture.frames)
+        if flat or picture.size[0] * picture.size[1] > WHOLE_MAX_PIXELS:  # the engine knows a flat frame's answer
             return self.fallback(picture)
         frames = [self.stylize(f) for f in picture.frames]
         return Picture(frames, picture.alpha, picture.durations, picture.format, picture.bit_depth, picture.icc_profile)

@@ -119,9 +119,10 @@ def test_folder_and_glob_inputs(tmp_path: Path, style_image: Path) -> None:
     assert size_of(shots / "b_stylized.jpg") == (20, 30)
     assert not (shots / "sub" / "deep_stylized.png").exists()
 
-    # a second run over the folder skips the earlier *_stylized outputs (and does not overwrite them)
+    # a second run over the folder skips the earlier *_stylized outputs (and does not overwrite them): every output
+    # exists, a usage error (exit 2) as for video
     result = invoke("image", shots, "-s", style_image)
-    assert result.exit_code == 1 and "a_stylized_stylized" not in " ".join(os.listdir(shots))
+    assert result.exit_code == 2 and "a_stylized_stylized" not in " ".join(os.listdir(shots))
 
     # a quoted glob is expanded by us
     out = tmp_path / "from_glob"
@@ -340,7 +341,7 @@ def test_existing_output_needs_overwrite(tmp_path: Path, content_image: Path, st
     dest = tmp_path / "taken.png"
     dest.write_bytes(b"precious")
     result = invoke("image", content_image, "-s", style_image, "-o", dest)
-    assert result.exit_code == 1 and "--overwrite" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and "--overwrite" in result.stderr and "Traceback" not in result.stderr
     assert dest.read_bytes() == b"precious"
     ok(invoke("image", content_image, "-s", style_image, "-o", dest, "--overwrite"))
     assert size_of(dest) == (64, 48)

@@ -68,6 +68,11 @@ def test_image_refuses_fifos_as_style_and_as_photo(tmp_path: Path, fifo: Path, s
     proc = cli("image", photo, fifo, "-s", style_image, "-o", tmp_path / "out/")
     assert proc.returncode == 1 and f"{fifo}: is a pipe (FIFO), not an image file" in proc.stderr
     assert (tmp_path / "out" / "p.png").is_file()  # the batch went on past the bad input
+    one_error_line(cli("image", photo, "--net", fifo, "-o", tmp_path / "n.png"), 2, str(fifo), "not a file")
+    for engine in ("1", "0"):  # a model path: the torch-free engine and the PyTorch one
+        proc = cli("image", photo, "-s", style_image, "--model", fifo, "-o", tmp_path / "m.png",
+                   env={"METASTYLE_ORT": engine})
+        one_error_line(proc, 2, f"{fifo}: is a pipe (FIFO), not a model file")
 
 
 def test_process_substitution_style_is_refused(tmp_path: Path, style_image: Path) -> None:
@@ -244,6 +249,13 @@ def test_messages(tmp_path: Path, clip: Path, style_image: Path, vgg16_path: Pat
     assert "[[folder]]" in help_text
     proc = cli("video", clip, "-s", style_image, "-o", tmp_path / "o.mp4")
     assert proc.returncode == 0 and "flicker" in proc.stderr and "x the source's" in proc.stderr, proc.stderr
+    # an output that is already there: the same usage error (exit 2) from video and image, the file untouched
+    (tmp_path / "o.png").write_bytes(b"precious")
+    photo = save_rgb(tmp_path / "p.png", 20, 20)
+    one_error_line(cli("video", clip, "-s", style_image, "-o", tmp_path / "o.mp4"), 2, "exists", "--overwrite")
+    proc = cli("image", photo, "-s", style_image, "-o", tmp_path / "o.png")
+    assert proc.returncode == 2 and "o.png exists; pass --overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "o.png").read_bytes() == b"precious"
 
 
 def test_cache_ls_adds_up_and_clear_leaves_nothing(tmp_path: Path, style_image: Path, vgg16_path: Path) -> None:
@@ -267,3 +279,40 @@ def test_watch_leaves_no_lock_file(tmp_path: Path, style_image: Path, vgg16_path
     proc = cli("watch", tmp_path / "in", "--out", tmp_path / "out", "-s", style_image, "--once")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "p.png").is_file() and not list((tmp_path / "out").glob("*.lock"))
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "metastyle-base8.safetensors"
+
+
+def test_flat_pictures_get_the_same_pixels_on_every_path(tmp_path: Path, style_image: Path, vgg16_path: Path) -> None:
+    """Flat pictures once came out as instance norm's amplified rounding noise, different on each engine (94-115
+    levels apart); now every path gives the network's exact answer, a flat colour."""
+    flats = {"one.png": (1, 1, (120, 30, 200)), "black.png": (8, 8, (0, 0, 0)), "grey.png": (256, 256, (128,) * 3),
+             "strip.png": (4000, 1, (200, 100, 50))}
+    for name, (w, h, colour) in flats.items():
+        Image.new("RGB", (w, h), colour).save(tmp_path / name)
+    env = {"METASTYLE_MODEL": str(SHIPPED), "METASTYLE_CACHE": str(tmp_path / "cache")}
+    runs = {"first": {}, "cached": {}, "torch": {"METASTYLE_ORT": "0"}}
+    for run, extra in runs.items():
+        proc = cli("image", *flats, "-s", style_image, "-o", f"{run}/", cwd=tmp_path, env={**env, **extra})
+        assert proc.returncode == 0, proc.stderr
+    for name in flats:
+        out = {run: np.asarray(Image.open(tmp_path / run / name), np.int16) for run in runs}
+        assert all(np.abs(out[r] - out["first"]).max() <= 1 for r in runs), name
+        assert (out["first"] == out["first"][0, 0]).all(), name  # flat in, flat out
+
+
+def test_flat_frames_in_a_batch_agree_between_engines(model_path: Path, vgg16_path: Path) -> None:
+    """Video batches mixing flat frames (a fade to black) with others: both engines, the same frames."""
+    from metastyle_batch.engine import Stylizer
+    from metastyle_batch.engine_ort import OrtStylizer
+
+    ort, reference = OrtStylizer(model_path), Stylizer(model_path)
+    code = ort.random_code(3)
+    x = np.zeros((3, 3, 36, 52), np.float32)
+    x[1] = np.random.default_rng(0).uniform(0, 1, x[1].shape)
+    x[2] = 0.5
+    a = ort.run_array(x, ort.network(code))
+    b = reference.run_array(x, reference.network(code))
+    assert np.abs(a - b).max() <= 2 / 255
+    assert all(np.ptp(a[i].reshape(3, -1), axis=1).max() == 0 for i in (0, 2))

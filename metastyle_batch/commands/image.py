@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import batch, netcache
-from ..errors import OutputError
+from ..errors import OutputError, OutputExistsError
 from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
 from .common import (INTERRUPTED, check_device, check_image_file, describe, echo_err, encode_style, guarded, load_stylizer, parse_format,
@@ -120,7 +120,7 @@ def image(
 ) -> None:
     """Stylize images with one or more style images.
 
-    The network is built once per run, so large batches are fast. Alpha is kept, animated GIF/WebP are stylized frame by frame, EXIF rotation is applied, and a bad file is reported without stopping the batch. Exit status: 0 all done, 1 some inputs failed, 2 usage error.
+    The network is built once per run, so large batches are fast. Alpha is kept, animated GIF/WebP are stylized frame by frame, EXIF rotation is applied, and a bad file is reported without stopping the batch. Exit status: 0 all done, 1 some inputs failed, 2 usage error (every output exists already, without --overwrite, is one).
 
     [bold]Examples[/bold]
 
@@ -228,8 +228,9 @@ def image(
         echo_err(f"{len(done)} done, {len(failed)} failed" + (":" if failed else "."))
         for f in failed:
             echo_err(f"  {f['error']}")
-    if failed:
-        raise typer.Exit(1)
+    if failed:  # every output already there (and nothing else wrong): a usage error, as for video and export
+        exists_only = not done and not found.missing and all(isinstance(o.error, OutputExistsError) for o in outcomes)
+        raise typer.Exit(2 if exists_only else 1)
 
 
 def _cache_key(model: Path | None, styles: list[Path], weights: list[float] | None) -> tuple[str | None, str | None]:

@@ -11,7 +11,7 @@ import numpy as np
 from safetensors import safe_open
 
 from ..errors import MetastyleError
-from ..paths import atomic_write_bytes, sha256_file
+from ..paths import atomic_write_bytes, not_regular, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .meta import MetaNet
@@ -61,12 +61,19 @@ def read_info(path: str | Path) -> dict:
     return info
 
 
+def check_model_file(path: Path) -> None:
+    """A model path must be a regular file: a pipe would block the reader, a folder is a mistake."""
+    if (kind := not_regular(path)) is not None:
+        raise ModelError(f"{path}: is {kind}, not a model file")
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found (give a model path or set METASTYLE_MODEL)")
+
+
 def verified_sha256(path: str | Path) -> str:
     """The model file's sha256, checked against its ``.sha256`` sidecar when there is one (the shipped model has
     one): the check every use of a model starts with, the network cache's key included."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found")
+    check_model_file(path)
     digest = sha256_file(path)
     sidecar = path.with_name(path.name + ".sha256")
     if sidecar.is_file():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -35,3 +37,30 @@ def layer_specs(base: int = 8) -> list[ConvSpec]:
 
 def generated_specs(base: int = 8) -> list[ConvSpec]:
     return [s for s in layer_specs(base) if s.generated]
+
+
+def flat_output(params) -> np.ndarray:
+    """The network's exact output colour for a flat picture (every pixel the same), (G, 3) for G networks.
+
+    A flat input keeps every map flat (reflect and edge padding), so each instance norm sees x - mean = 0 exactly
+    and its layer gives relu(bias); the result is conv_out of a flat relu(up2.bias). Computed with float rounding
+    instead, the norm divides rounding noise by sqrt(1e-5), layer after layer, and every implementation draws
+    different noise; this is the answer they all approximate.
+    """
+    def array(v) -> np.ndarray:
+        return np.asarray(v.detach().float().cpu().numpy() if hasattr(v, "detach") else v, np.float64)
+
+    w = array(params["conv_out.weight"]).sum(axis=(-2, -1))  # (3, C), or (G, 3, C) when generated
+    h = np.maximum(array(params["up2.bias"]), 0).reshape(-1, w.shape[-1])  # (G, C)
+    y = np.einsum("goc,gc->go", np.broadcast_to(w, (h.shape[0], *w.shape[-2:])), h)
+    return y + array(params["conv_out.bias"]).reshape(-1, 3)
+
+
+def flat_samples(x) -> np.ndarray:
+    """Which samples of a (B, 3, H, W) batch (numpy or torch) are flat: every pixel equal to the first, in every
+    channel. Checked 64 rows at a time, so a photo is told apart in its first rows, with no picture-size copy."""
+    def flat(s) -> bool:
+        first = s[:, :1, :1]
+        return all(bool((s[:, r:r + 64] == first).all()) for r in range(0, s.shape[1], 64))
+
+    return np.array([flat(s) for s in x], dtype=bool)

