@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+_BLOCK = 1 << 20  # pixels per block of work on a big picture
 PALETTE_STRENGTH = 0.5  # dev set, 36 pairs: palette 3.46 → 2.41 at 0.5 (1.85 at 1), tone unchanged, retrieval 1.00 → 0.97
 
 
@@ -23,9 +24,17 @@ def moments(pixels: np.ndarray) -> np.ndarray:
     """(3, N) RGB pixels → (12,) float64 raw moments: mean (3) and E[p pᵀ] (9)."""
     import numpy as np
 
+    from .memory import drop_spilled
+
     p = np.asarray(pixels, dtype=np.float32)
     n = max(1, p.shape[1])
-    return np.concatenate([p.sum(1, dtype=np.float64) / n, (p @ p.T).astype(np.float64).ravel() / n])
+    total, outer = np.zeros(3), np.zeros((3, 3))
+    for c in range(0, p.shape[1], _BLOCK):  # in blocks: a spilled picture stays out of memory
+        block = p[:, c:c + _BLOCK]
+        total += block.sum(1, dtype=np.float64)
+        outer += block @ block.T
+        drop_spilled()
+    return np.concatenate([total / n, outer.ravel() / n])
 
 
 def affine(source: np.ndarray, target: np.ndarray, strength: float = PALETTE_STRENGTH) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +72,10 @@ def apply(chw: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``A @ p + b`` on every pixel of a contiguous (3, H, W) float32 array, in place, clipped to [0, 1]."""
     import numpy as np
 
+    from .memory import drop_spilled
+
     p = chw.reshape(3, -1)
-    cols = 1 << 20
-    for c in range(0, p.shape[1], cols):  # in blocks: no second copy of a big frame
-        p[:, c:c + cols] = np.clip(a @ p[:, c:c + cols] + b[:, None], 0, 1)
+    for c in range(0, p.shape[1], _BLOCK):  # in blocks: no second copy of a big frame
+        p[:, c:c + _BLOCK] = np.clip(a @ p[:, c:c + _BLOCK] + b[:, None], 0, 1)
+        drop_spilled()
     return chw

@@ -157,12 +157,11 @@ class OrtStylizer(EngineBase):
             y = self._session(params, threads).run(np.ascontiguousarray(x))
         if n_pixels > memory.KEEP_PIXELS:
             memory.release()
-        y = pixels.crop_back(y, size)
-        y = np.ascontiguousarray(y) if y.shape[-2:] != x.shape[-2:] else y
+        y = pixels.contiguous(pixels.crop_back(y, size))
         if flat.any():  # their exact answer, not amplified rounding noise (the same in every engine)
             colours = np.broadcast_to(flat_output(params), (len(flat), 3))
             y[flat] = colours[flat][:, :, None, None]
-        return np.clip(y, 0, 1, out=y)
+        return pixels.clip01(y)
 
     def run_array(self, x: np.ndarray, params: Params, threads: int | None = None) -> np.ndarray:
         """:meth:`run` (the name both engines give their numpy entry point)."""

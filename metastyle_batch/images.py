@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageSequence, UnidentifiedImageError
 
-from .paths import atomic_write_bytes
+from . import memory
+from .paths import atomic_path
 
 from .errors import MetastyleError, OutputExistsError, check_output
 from .formats import FORMAT_EXT, format_for_path, format_name
@@ -219,6 +220,8 @@ def _frame_to_arrays(
     if mode == "CMYK":
         frame, icc = _cmyk_to_rgb(frame, icc), None
     has_alpha = mode in _ALPHA_MODES or "transparency" in frame.info
+    if not has_alpha and frame.width * frame.height * 12 > memory.SPILL_BYTES:
+        return _huge_rgb(frame if transpose is None else frame.transpose(transpose)), None, 8, icc
     img = frame.convert("RGBA" if has_alpha else "RGB")
     if transpose is not None:
         img = img.transpose(transpose)
@@ -226,6 +229,18 @@ def _frame_to_arrays(
     if has_alpha:
         return np.ascontiguousarray(arr[:, :, :3]), np.ascontiguousarray(arr[:, :, 3]), 8, icc
     return arr, None, 8, icc
+
+
+def _huge_rgb(frame: Image.Image) -> np.ndarray:
+    """A frame too big to hold twice, converted to float RGB a band of rows at a time into :func:`memory.empty`
+    (the same values as converting it whole)."""
+    width, height = frame.size
+    out = memory.empty((height, width, 3), np.float32)
+    for rows in memory.bands(height, width * 12):
+        band = out[rows]
+        band[...] = np.asarray(frame.crop((0, rows.start, width, rows.stop)).convert("RGB"), dtype=np.float32)
+        band /= np.float32(255)
+    return out
 
 
 def _cmyk_to_rgb(frame: Image.Image, icc: bytes | None) -> Image.Image:
@@ -250,6 +265,13 @@ def encode_image(picture: Picture, format: str, *, quality: int = 95) -> bytes:
     png/jpeg/webp/tiff. No EXIF is written, so there is never a stale orientation tag. An alpha mask
     whose size differs from its frame (the frame was resized) is resized to match.
     """
+    buffer = io.BytesIO()
+    _encode(picture, format, buffer, quality)
+    return buffer.getvalue()
+
+
+def _encode(picture: Picture, format: str, fp, quality: int) -> None:
+    """:func:`encode_image` into the binary file ``fp`` (a file on disk: a huge picture is never in memory twice)."""
     label = "<output>"
     fmt = format_name(format) or str(format).lower().lstrip(".")
     if fmt not in _PIL_NAMES:
@@ -273,7 +295,7 @@ def encode_image(picture: Picture, format: str, *, quality: int = 95) -> bytes:
         and np.array_equal(rgbs[0][:, :, 0], rgbs[0][:, :, 1]) and np.array_equal(rgbs[0][:, :, 0], rgbs[0][:, :, 2])
     )
     if sixteen:  # Pillow writes 16-bit only for grayscale (mode I;16)
-        images = [Image.fromarray(np.round(rgbs[0][:, :, 0] * 65535).astype(np.uint16))]
+        images = [Image.fromarray(np.round(np.clip(np.nan_to_num(rgbs[0][:, :, 0]), 0, 1) * 65535).astype(np.uint16))]
     else:
         images = [_to_8bit_image(rgb, a) for rgb, a in zip(rgbs, alphas)]
 
@@ -297,12 +319,14 @@ def encode_image(picture: Picture, format: str, *, quality: int = 95) -> bytes:
         if fmt == "gif":
             options["disposal"] = 2  # clear each frame, so transparent areas do not show the previous one
 
-    buffer = io.BytesIO()
     try:
-        images[0].save(buffer, _PIL_NAMES[fmt], **options)
+        images[0].save(fp, _PIL_NAMES[fmt], **options)
+    except OSError as exc:
+        if getattr(exc, "errno", None) is not None:  # the file system's (no space left…), not the encoder's
+            raise
+        raise ImageError(label, f"cannot encode {fmt}: {exc or type(exc).__name__}") from exc
     except Exception as exc:
         raise ImageError(label, f"cannot encode {fmt}: {exc or type(exc).__name__}") from exc
-    return buffer.getvalue()
 
 
 def write_image(
@@ -325,15 +349,14 @@ def write_image(
     if fmt is None:
         raise ImageError(label, f"unknown image extension {path.suffix!r}; name a format or use .png/.jpg/.webp/.tiff")
     check_output(path, overwrite, ImageExistsError, ImageError)
-    try:
-        data = encode_image(picture, fmt, quality=quality)
-    except ImageError as exc:
-        raise ImageError(label, exc.reason) from exc
     folder = path.parent
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise ImageError(label, f"cannot write: {os.fspath(folder)!r} is not a folder")
     try:
-        atomic_write_bytes(path, data)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fp:
+            _encode(picture, fmt, fp, quality)
+    except ImageError as exc:
+        raise ImageError(label, exc.reason) from exc
     except PermissionError:
         raise ImageError(label, "cannot write: permission denied (is the folder read-only?)") from None
     except OSError as exc:
@@ -342,7 +365,7 @@ def write_image(
 
 
 def _as_rgb(frame: np.ndarray) -> np.ndarray:
-    """Any HxW, HxWx1 or HxWx3 array -> HxWx3 float32 in [0, 1] (NaN -> 0)."""
+    """Any HxW, HxWx1 or HxWx3 array -> HxWx3 float32 (not copied when it is one already)."""
     arr = np.asarray(frame, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -350,8 +373,7 @@ def _as_rgb(frame: np.ndarray) -> np.ndarray:
         raise ImageError("<output>", f"frame must be HxW or HxWx3, got shape {arr.shape}")
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    arr = np.nan_to_num(arr)  # one copy, clipped in place: a 24 MP frame is 288 MB
-    return np.clip(arr, 0.0, 1.0, out=arr)
+    return arr  # NaN and the range are settled a block at a time when it is written (_to_8bit_image)
 
 
 def _as_alpha(alpha: np.ndarray | None, rgb: np.ndarray) -> np.ndarray | None:
@@ -369,9 +391,12 @@ def _as_alpha(alpha: np.ndarray | None, rgb: np.ndarray) -> np.ndarray | None:
 
 
 def _to_8bit_image(rgb: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
-    channels = rgb if alpha is None else np.dstack([rgb, alpha])
-    out = np.empty(channels.shape, np.uint8)
-    rows = max(1, (1 << 20) // max(1, channels.shape[1]))  # in blocks, so no float copy of a whole big frame
-    for r in range(0, channels.shape[0], rows):
-        out[r:r + rows] = np.rint(channels[r:r + rows] * 255)
-    return Image.fromarray(out)
+    """Float RGB (NaN as 0, clipped to [0, 1]) and alpha → an 8-bit Pillow image, filled a band of rows at a time
+    (no float or 8-bit copy of a whole big frame besides Pillow's own)."""
+    height, width = rgb.shape[:2]
+    image = Image.new("RGB" if alpha is None else "RGBA", (width, height))
+    for rows in memory.bands(height, width * 16):
+        block = rgb[rows] if alpha is None else np.dstack([rgb[rows], alpha[rows]])
+        block = np.clip(np.nan_to_num(block), 0.0, 1.0)
+        image.paste(Image.fromarray(np.rint(block * 255).astype(np.uint8)), (0, rows.start))
+    return image

@@ -6,6 +6,7 @@ it); full-resolution layers run in polyphase form (a stride-2 conv giving the fo
 the low-res window), then depth-to-space. A tile is stored centred and scaled by its own statistics, which combine
 exactly (float64) into the map's instance-norm statistics; one sweep over the stored tiles then applies the norm.
 Stored that way every tile uses float16's whole precision, so big maps (over ``HALF_ELEMENTS``) are float16.
+Maps over :data:`memory.SPILL_BYTES` live on disk (:func:`memory.empty`): a 100 MP picture runs in about 1 GB.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .model.layers import ConvSpec, layer_specs
 from .model.phases import stride2_phases, upsample_phases
 from .onnx_export import one_network
 from .onnxgraph import Graph
+from .pixels import fill_border
 
 HALF_ELEMENTS = 64 << 20  # bigger maps (256 MB in float32) are stored in float16
 
@@ -95,17 +97,8 @@ def _window(x: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], mode: s
     a1, b1, c1, d1 = max(a, 0), min(b, x.shape[2]), max(c, 0), min(d, x.shape[3])
     top, bottom, left, right = a1 - a, b - b1, c1 - c, d - d1
     out = np.empty((x.shape[0], x.shape[1], b - a, d - c), np.float32)
-    h, w = b1 - a1, d1 - c1
-    out[:, :, top:top + h, left:left + w] = x[:, :, a1:b1, c1:d1]
-    reflect = mode == "reflect"
-    for axis, before, size, after in ((2, top, h, bottom), (3, left, w, right)):  # rows, then columns over all rows
-        view = np.moveaxis(out, axis, 0)  # lines first: view[i] is line i
-        end = before + size
-        if before:  # line before - 1 - i mirrors line before + 1 + i (reflect) or repeats the edge (replicate)
-            view[:before] = view[before + 1:2 * before + 1][::-1] if reflect else view[before:before + 1]
-        if after:  # line end + i mirrors line end - 2 - i
-            view[end:end + after] = view[end - 1 - after:end - 1][::-1] if reflect else view[end - 1:end]
-    return out
+    out[:, :, top:top + b1 - a1, left:left + d1 - c1] = x[:, :, a1:b1, c1:d1]
+    return fill_border(out, (top, bottom, left, right), mode == "reflect")
 
 
 def _tiles(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec, tile: int, norm: str | None = None):
@@ -125,7 +118,7 @@ def _tiles(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, spec: ConvSpec, t
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, spec: ConvSpec, tile: int) -> np.ndarray:
     """An un-normalised conv (the output layer): float32, it is the image."""
-    out = np.empty((x.shape[0], spec.cout, *out_size(x, spec)), np.float32)
+    out = memory.empty((x.shape[0], spec.cout, *out_size(x, spec)), np.float32)
     for (rows, cols), (y,) in _tiles(x, w, b, spec, tile):
         out[:, :, rows, cols] = y
     return out
@@ -136,7 +129,7 @@ def _conv_norm(x: np.ndarray, w: np.ndarray, spec: ConvSpec, shift: np.ndarray, 
     """A conv, its instance norm over the whole map, the generated gain and shift, ReLU: tile by tile."""
     ho, wo = out_size(x, spec)
     dtype = np.float16 if x.shape[0] * spec.cout * ho * wo > HALF_ELEMENTS else np.float32
-    out = np.empty((x.shape[0], spec.cout, ho, wo), dtype)
+    out = memory.empty((x.shape[0], spec.cout, ho, wo), dtype)
     n, mean, m2, tiles = 0, 0.0, 0.0, []
     for where, (y, mean_t, std_t) in _tiles(x, w, None, spec, tile, np.dtype(dtype).name):
         out[(slice(None), slice(None)) + where] = y  # centred and scaled by the tile's own statistics
@@ -160,6 +153,7 @@ def _conv_norm(x: np.ndarray, w: np.ndarray, spec: ConvSpec, shift: np.ndarray, 
         if relu:
             np.maximum(y, 0, out=y)
         view[...] = y
+        memory.drop_spilled()
 
     list(_pool().map(sweep, tiles))  # numpy releases the GIL: the sweeps run on every core
     memory.release()
@@ -181,7 +175,8 @@ def run_tiled(x: np.ndarray, params: dict[str, np.ndarray], base: int, tile: int
     h = layer(h, "down2")
     for i in range(1, 6):
         r = layer(layer(h, f"res{i}a"), f"res{i}b", relu=False)
-        r += h
+        for rows in memory.bands(r.shape[2], r[0, :, 0].nbytes):  # r += h, a band at a time
+            r[:, :, rows] += h[:, :, rows]
         h = r
     h = layer(h, "up1")
     h = layer(h, "up2")

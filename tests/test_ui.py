@@ -257,6 +257,7 @@ def test_video_tab_renders_a_transition_with_audio(page, tmp_path):
 def test_a_streamed_upload_stops_at_the_limit(tmp_path):
     """A body without a declared length (chunked) is cut off at the limit; nothing of it stays on disk."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from metastyle_batch.ui.workspace import RequestError, Workspace
 
@@ -266,9 +267,13 @@ def test_a_streamed_upload_stops_at_the_limit(tmp_path):
         for _ in range(n):
             yield b"x" * 300
 
+    def receive(n: int, name: str):  # on a thread of its own: Playwright's loop may be running on this one
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, workspace.receive(chunks(n), "photo", name)).result()
+
     with pytest.raises(RequestError) as refused:
-        asyncio.run(workspace.receive(chunks(4), "photo", "../../big.png"))
+        receive(4, "../../big.png")
     assert refused.value.status == 413 and "big.png" in str(refused.value)
     with pytest.raises(RequestError, match="not an image"):
-        asyncio.run(workspace.receive(chunks(3), "photo", "small.png"))
+        receive(3, "small.png")
     assert [p for p in (tmp_path / "w").rglob("*") if p.is_file()] == []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: the CLI starts without it
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ def generated_specs(base: int = 8) -> list[ConvSpec]:
     return [s for s in layer_specs(base) if s.generated]
 
 
-def flat_output(params) -> np.ndarray:
+def flat_output(params) -> "np.ndarray":
     """The network's exact output colour for a flat picture (every pixel the same), (G, 3) for G networks.
 
     A flat input keeps every map flat (reflect and edge padding), so each instance norm sees x - mean = 0 exactly
@@ -47,6 +49,8 @@ def flat_output(params) -> np.ndarray:
     instead, the norm divides rounding noise by sqrt(1e-5), layer after layer, and every implementation draws
     different noise; this is the answer they all approximate.
     """
+    import numpy as np
+
     def array(v) -> np.ndarray:
         return np.asarray(v.detach().float().cpu().numpy() if hasattr(v, "detach") else v, np.float64)
 
@@ -56,9 +60,11 @@ def flat_output(params) -> np.ndarray:
     return y + array(params["conv_out.bias"]).reshape(-1, 3)
 
 
-def flat_samples(x) -> np.ndarray:
+def flat_samples(x) -> "np.ndarray":
     """Which samples of a (B, 3, H, W) batch (numpy or torch) are flat: every pixel equal to the first, in every
     channel. Checked 64 rows at a time, so a photo is told apart in its first rows, with no picture-size copy."""
+    import numpy as np
+
     def flat(s) -> bool:
         first = s[:, :1, :1]
         return all(bool((s[:, r:r + 64] == first).all()) for r in range(0, s.shape[1], 64))
