@@ -80,14 +80,14 @@ def drop_spilled() -> None:
 
 
 def empty(shape: tuple[int, ...], dtype) -> "np.ndarray":
-    """``np.empty``, except that an array over ``SPILL_BYTES`` lives in an unlinked temp file in the cache folder
-    (space reserved up front, so a full disk is an error here, not a crash later). Where that fails, it is a plain
-    array after all."""
+    """``np.empty``, except that an array over ``SPILL_BYTES`` lives in an unlinked temp file in the cache folder.
+    Its space is reserved up front: a full disk shows here, where the array is then a plain one, never as a crash
+    when a page is written later."""
     import numpy as np
 
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes <= SPILL_BYTES or not hasattr(mmap, "MADV_DONTNEED"):
+    if nbytes <= SPILL_BYTES or not (hasattr(mmap, "MADV_DONTNEED") and hasattr(os, "posix_fallocate")):
         return np.empty(shape, dtype)
     from .paths import cache_dir
 
