@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -102,8 +103,6 @@ class Studio:
     # ---- quick results -------------------------------------------------------------------------------------
     def preview(self, photo_id: str, look: Look, side: int) -> tuple[bytes, dict]:
         """The photo at reduced size (longer side ``side``), stylized, as JPEG; with what it took."""
-        import time
-
         if not isinstance(side, int) or not PREVIEW_SIDES[0] <= side <= PREVIEW_SIDES[1]:
             raise RequestError(f"preview size must be an integer from {PREVIEW_SIDES[0]} to {PREVIEW_SIDES[1]}")
         t0 = time.perf_counter()
