@@ -46,10 +46,22 @@ def mix(codes: list[StyleCode], weights: list[float] | None = None) -> StyleCode
     weights = list(weights) if weights is not None else [1.0] * len(codes)
     if len(weights) != len(codes):
         raise ValueError(f"{len(codes)} styles but {len(weights)} mix weights")
-    if not all(np.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError("mix weights must be finite, non-negative and not all zero")
+    _check_weights(weights)
     total = float(sum(weights))
     out = codes[0] * (weights[0] / total)
     for code, w in zip(codes[1:], weights[1:]):
         out = out + code * (w / total)
     return out
+
+
+def normalized(weights: list[float]) -> list[float]:
+    """Mix weights scaled to sum to one and rounded to 12 digits, so 7,3 and 0.7,0.3 give the same pixels (what
+    every shell passes on); ValueError unless they are finite, non-negative and not all zero."""
+    _check_weights(weights)
+    total = sum(weights)
+    return [round(w / total, 12) for w in weights]
+
+
+def _check_weights(weights: list[float]) -> None:
+    if not all(np.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError("mix weights must be finite, non-negative and not all zero")

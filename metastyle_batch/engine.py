@@ -151,7 +151,7 @@ class Stylizer(EngineBase):
             memory.release()
         y = crop_back(y, size).float()
         if flat.any():  # their exact answer, not amplified rounding noise (the same in every engine)
-            colours = torch.from_numpy(np.broadcast_to(flat_output(params), (len(flat), 3))[flat]).to(y)
+            colours = torch.from_numpy(flat_output(params, flat)).to(y)
             y[torch.from_numpy(flat).to(y.device)] = colours[:, :, None, None].expand(-1, -1, *y.shape[-2:])
         return y.clamp_(0, 1)
 

@@ -159,8 +159,7 @@ class OrtStylizer(EngineBase):
             memory.release()
         y = pixels.contiguous(pixels.crop_back(y, size))
         if flat.any():  # their exact answer, not amplified rounding noise (the same in every engine)
-            colours = np.broadcast_to(flat_output(params), (len(flat), 3))
-            y[flat] = colours[flat][:, :, None, None]
+            y[flat] = flat_output(params, flat)[:, :, None, None]
         return pixels.clip01(y)
 
     def run_array(self, x: np.ndarray, params: Params, threads: int | None = None) -> np.ndarray:

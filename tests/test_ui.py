@@ -114,6 +114,18 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+def render_and_download(page, button: str, link: str, tab: str, dest: Path) -> Path:
+    """Click a render button, wait for its job's download link, keep a screenshot, and save the download."""
+    page.click(button)
+    link = page.locator(link)
+    link.wait_for(state="visible", timeout=180_000)
+    shot(page, tab)
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(dest)
+    return dest
+
+
 def add_styles(page, styles) -> None:
     page.set_input_files("#style-input", [str(s) for s in styles])
     page.wait_for_function(f"document.querySelectorAll('#styles li').length === {len(styles)}")
@@ -136,14 +148,7 @@ def test_photos_preview_render_download_match_cli(page, tmp_path):
     assert "0.70" in page.inner_text("output[for=strength]")
     assert re.search(r"Preview 512x\d+ in \d+ ms", page.inner_text("#preview-info"))
     page.select_option("#format", "png")
-    page.click("#render")
-    link = page.locator("#render-download")
-    link.wait_for(state="visible", timeout=120_000)
-    shot(page, "photos")
-    with page.expect_download() as info:
-        link.click()
-    archive = tmp_path / "download.zip"
-    info.value.save_as(archive)
+    archive = render_and_download(page, "#render", "#render-download", "photos", tmp_path / "download.zip")
 
     cli("image", *PHOTOS, "-s", STYLES[0], "--strength", "0.7", "-f", "png", "-o", f"{tmp_path}/cli/")
     with zipfile.ZipFile(archive) as z:
@@ -239,14 +244,7 @@ def test_video_tab_renders_a_transition_with_audio(page, tmp_path):
     page.set_input_files("#video-input", str(clip))
     page.wait_for_function("document.getElementById('video-info').textContent.includes('with sound')")
     page.select_option("#video-to", label=STYLES[1].name)
-    page.click("#video-render")
-    link = page.locator("#video-download")
-    link.wait_for(state="visible", timeout=180_000)
-    shot(page, "video")
-    with page.expect_download() as info:
-        link.click()
-    ours = tmp_path / "ui.mp4"
-    info.value.save_as(ours)
+    ours = render_and_download(page, "#video-render", "#video-download", "video", tmp_path / "ui.mp4")
     cli("video", clip, "-s", STYLES[0], "--to", STYLES[1], "-o", tmp_path / "cli.mp4")
     got, want = probe(ours), probe(clip)
     assert (got.frames, got.width, got.height, got.has_audio) == (want.frames, want.width, want.height, True)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import batch, netcache
+from ..codes import normalized
 from ..errors import OutputError, OutputExistsError
 from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
@@ -32,10 +33,10 @@ def _parse_mix(value: Optional[str], n_styles: int) -> Optional[list[float]]:
         usage_error(f"--mix {value!r} is not a comma-separated list of numbers (e.g. --mix 0.7,0.3)")
     if len(weights) != n_styles:
         usage_error(f"--mix has {len(weights)} weight(s) but there are {n_styles} --style image(s); give one weight per style")
-    if not all(0 <= w < float("inf") for w in weights) or sum(weights) <= 0:
+    try:
+        return normalized(weights)
+    except ValueError:
         usage_error(f"--mix weights must be finite, non-negative and not all zero, got {value!r}")
-    total = sum(weights)
-    return [round(w / total, 12) for w in weights]  # 0.7,0.3 and 7,3: the same weights, the same pixels
 
 
 def _write_stdout(data: bytes) -> None:

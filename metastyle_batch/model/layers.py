@@ -41,8 +41,9 @@ def generated_specs(base: int = 8) -> list[ConvSpec]:
     return [s for s in layer_specs(base) if s.generated]
 
 
-def flat_output(params) -> "np.ndarray":
-    """The network's exact output colour for a flat picture (every pixel the same), (G, 3) for G networks.
+def flat_output(params, flat: "np.ndarray") -> "np.ndarray":
+    """The network's exact output colour for each flat sample of a batch (``flat``: :func:`flat_samples`'s mask),
+    (n flat, 3); one network for all, or G == batch networks, one each.
 
     A flat input keeps every map flat (reflect and edge padding), so each instance norm sees x - mean = 0 exactly
     and its layer gives relu(bias); the result is conv_out of a flat relu(up2.bias). Computed with float rounding
@@ -57,7 +58,8 @@ def flat_output(params) -> "np.ndarray":
     w = array(params["conv_out.weight"]).sum(axis=(-2, -1))  # (3, C), or (G, 3, C) when generated
     h = np.maximum(array(params["up2.bias"]), 0).reshape(-1, w.shape[-1])  # (G, C)
     y = np.einsum("goc,gc->go", np.broadcast_to(w, (h.shape[0], *w.shape[-2:])), h)
-    return y + array(params["conv_out.bias"]).reshape(-1, 3)
+    y = y + array(params["conv_out.bias"]).reshape(-1, 3)
+    return np.broadcast_to(y, (len(flat), 3))[flat]
 
 
 def flat_samples(x) -> "np.ndarray":

@@ -45,15 +45,14 @@ def create_app(studio: Studio, *, loopback: bool = True) -> Starlette:
     async def state(request: Request) -> Response:
         info = studio.stylizer.info
         return JSONResponse({"model": info.get("id"), "runtime": _runtime(studio.stylizer), "palette": PALETTE_STRENGTH,
-                             "max_upload_mb": workspace.max_upload // 2**20, "cache": _code_cache()})
+                             "max_upload_mb": workspace.max_upload >> 20, "cache": _code_cache()})
 
     async def upload(request: Request) -> Response:
         _same_origin(request)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > workspace.max_upload:
-            raise RequestError(f"larger than the upload limit of {workspace.max_upload // 2**20} MB", 413)
-        item = await workspace.receive(request.stream(), request.query_params.get("kind", ""),
-                                       request.query_params.get("name", "upload"))
+        name, declared = request.query_params.get("name", "upload"), request.headers.get("content-length", "")
+        if declared.isdigit():  # refused before any of the body is read
+            workspace.check_size(int(declared), name)
+        item = await workspace.receive(request.stream(), request.query_params.get("kind", ""), name)
         return JSONResponse(item.public())
 
     async def preview(request: Request) -> Response:
@@ -155,10 +154,11 @@ async def _json(request: Request) -> dict:
 
 
 def _runtime(stylizer) -> str:
-    from ..runtime import torch_available
+    from .. import runtime
 
-    where = "ONNX Runtime (CPU)" if type(stylizer).__name__ == "OrtStylizer" else f"PyTorch ({stylizer.device})"
-    return where + ("" if torch_available() else ", no PyTorch installed")
+    device = stylizer.device
+    where = runtime.name(str(device)) + ("" if device.type == "cpu" else f" ({device})")
+    return where + ("" if runtime.torch_available() else ", no PyTorch installed")
 
 
 def _code_cache() -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import pixels
-from ..codes import StyleCode
+from ..codes import StyleCode, mix, normalized
 from ..color import PALETTE_STRENGTH
 from ..errors import MetastyleError
 from ..formats import FORMAT_EXT, format_name
@@ -51,10 +51,11 @@ class Look:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
                 raise RequestError("styles must be [id, weight] pairs")
             pairs.append((item[0], _number(item[1], "style weight", 0.0, 1e6)))
-        total = sum(w for _, w in pairs)
-        if total <= 0:
-            raise RequestError("every style weight is 0; give at least one style some weight")
-        return cls(tuple((s, round(w / total, 12)) for s, w in pairs),
+        try:
+            weights = normalized([w for _, w in pairs])
+        except ValueError:
+            raise RequestError("every style weight is 0; give at least one style some weight") from None
+        return cls(tuple((s, w) for (s, _), w in zip(pairs, weights)),
                    _number(data.get("strength", 1.0), "strength", 0.0, 1.0),
                    _number(data.get("palette", PALETTE_STRENGTH), "palette", 0.0, 1.0),
                    bool(data.get("preserve_color", False)))
@@ -76,12 +77,23 @@ class Studio:
         self._lock = threading.Lock()
         self._small: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # (photo, side) → preview-size photo
         self._own: OrderedDict[tuple, StyleCode] = OrderedDict()  # the content's own code, for strength < 1
+        self._styles: dict[str, StyleCode] = {}  # upload id → code
 
     # ---- codes ---------------------------------------------------------------------------------------------
     def style_code(self, look: Look) -> StyleCode:
-        """The blend of the look's styles (each encoded once, then cached like the CLI's)."""
-        paths = [self.workspace.get(s, "style").path for s, _ in look.styles]
-        return self.stylizer.blend(paths, [w for _, w in look.styles])
+        """The blend of the look's styles, as the engine's ``blend`` makes it."""
+        return mix([self._style(s) for s, _ in look.styles], [w for _, w in look.styles])
+
+    def _style(self, upload_id: str) -> StyleCode:
+        """An uploaded style's code, kept by upload id (an upload never changes), so a camera frame does not read
+        and hash the style file again to find it in the engine's cache."""
+        with self._lock:
+            if upload_id in self._styles:
+                return self._styles[upload_id]
+        code = self.stylizer.encode(self.workspace.get(upload_id, "style").path)
+        with self._lock:
+            self._styles[upload_id] = code
+        return code
 
     def _own_code(self, key: tuple, content: np.ndarray) -> StyleCode:
         with self._lock:

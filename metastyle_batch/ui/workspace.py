@@ -82,8 +82,7 @@ class Workspace:
             with open(tmp, "wb") as f:
                 async for chunk in chunks:
                     size += len(chunk)
-                    if size > self.max_upload:
-                        raise RequestError(f"{name}: larger than the upload limit of {_mb(self.max_upload)}", 413)
+                    self.check_size(size, name)
                     digest.update(chunk)
                     f.write(chunk)
             if size == 0:
@@ -103,6 +102,11 @@ class Workspace:
             return upload
         finally:
             tmp.unlink(missing_ok=True)
+
+    def check_size(self, size: int, name: str) -> None:
+        """Refuse an upload of ``size`` bytes (declared, or received so far) over the limit."""
+        if size > self.max_upload:
+            raise RequestError(f"{display_name(name)}: larger than the upload limit of {self.max_upload >> 20} MB", 413)
 
     def get(self, upload_id: object, kind: str | tuple[str, ...]) -> Upload:
         """The upload with this id, of this kind; anything else (a path, an unknown id) is refused."""
@@ -140,7 +144,3 @@ def _check(tmp: Path, upload_id: str, kind: str, name: str) -> Upload:
     width, height = picture.size
     return Upload(upload_id, kind, name, tmp.with_suffix(FORMAT_EXT.get(picture.format, ".png")), width, height,
                   len(picture.frames))
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.0f} MB"
