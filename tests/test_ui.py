@@ -275,3 +275,20 @@ def test_a_streamed_upload_stops_at_the_limit(tmp_path):
     with pytest.raises(RequestError, match="not an image"):
         receive(3, "small.png")
     assert [p for p in (tmp_path / "w").rglob("*") if p.is_file()] == []
+
+
+def test_unusable_working_folder_or_port_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    (tmp_path / "a_file").write_text("not a folder")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, needle in ((["--workdir", tmp_path / "a_file", "--port", "0"], "is a file, not a folder"),
+                             (["--port", port, "--workdir", tmp_path / "w"], f"cannot listen on 127.0.0.1:{port}")):
+            res = subprocess.run([sys.executable, "-m", "metastyle_batch", "ui", "--no-open", *map(str, args)],
+                                 capture_output=True, text=True, timeout=120)
+            lines = res.stderr.strip().splitlines()
+            assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr
+    assert not (tmp_path / "w").exists()

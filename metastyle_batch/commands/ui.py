@@ -51,6 +51,11 @@ def ui(
     """
     if not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn")):
         usage_error(f"the ui needs Starlette and uvicorn, which this install leaves out; add them with: {EXTRA}")
+    from ..paths import cache_dir
+
+    folder = (workdir or cache_dir() / "ui").expanduser()
+    if folder.exists() and not folder.is_dir():
+        usage_error(f"--workdir {folder}: is a file, not a folder")
     loopback = _is_loopback(host)
     if not loopback:
         echo_err(f"Warning: listening on {host}: other machines that can reach this address can use the app "
@@ -59,11 +64,9 @@ def ui(
         sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
     except OSError as exc:
         usage_error(f"cannot listen on {host}:{port} ({exc.strerror or exc}); try another --port, or 0 for any")
-    from ..paths import cache_dir
     from ..ui import serve
 
     stylizer = load_stylizer(model, device)
-    folder = workdir or cache_dir() / "ui"
     with guarded():
         serve(stylizer, sock, folder, max_upload_mb * 2**20, loopback=loopback, open_browser=open_browser)
 
