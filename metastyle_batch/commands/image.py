@@ -12,7 +12,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import batch, netcache
-from ..codes import normalized
 from ..errors import OutputError, OutputExistsError
 from ..color import PALETTE_STRENGTH
 from .common import DEVICES as _DEVICES
@@ -33,6 +32,8 @@ def _parse_mix(value: Optional[str], n_styles: int) -> Optional[list[float]]:
         usage_error(f"--mix {value!r} is not a comma-separated list of numbers (e.g. --mix 0.7,0.3)")
     if len(weights) != n_styles:
         usage_error(f"--mix has {len(weights)} weight(s) but there are {n_styles} --style image(s); give one weight per style")
+    from ..codes import normalized  # numpy: not at import, so --help stays instant
+
     try:
         return normalized(weights)
     except ValueError:
