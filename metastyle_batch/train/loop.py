@@ -26,9 +26,13 @@ from ..model.vgg import VGG16, STYLE_LAYERS, load_vgg, style_vector
 from . import data
 from .bank import StyleBank, bank_key, build_bank
 from .config import TrainConfig
+from .distill import PairSet, distill_losses, open_or_build
 from .losses import PALETTE_SIZE, Objective, SpikeMeter, style_targets
 from ..metrics import lab_points
 from ..paths import atomic_path
+
+
+LOGGED = ("content", "style", "tv", "palette", "tone", "spike", "pixel", "coarse", "edge", "texture")  # the loss terms in log.csv
 
 
 class StyleTransferModel(nn.Module):
@@ -104,9 +108,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
     contents = data.load_folder(cfg.content_dir)
     styles = data.load_folder(cfg.style_dir)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and _has_bf16(device))
-    bank = _style_bank(vgg, styles, cfg, out / "style_bank.pt", device, amp, is_main) if cfg.style_bank else None
+    pairs = _pairs(cfg, out, contents, styles, vgg, device, is_main, world) if cfg.distill else None
+    bank = _style_bank(vgg, styles, cfg, out / "style_bank.pt", device, amp, is_main) if cfg.style_bank and not pairs else None
     if not resume and not cfg.init:
-        meta.set_feature_stats(bank.vectors if bank else _style_vectors(vgg, styles, cfg, device))
+        meta.set_feature_stats(torch.from_numpy(pairs.vectors.copy()) if pairs else bank.vectors if bank
+                               else _style_vectors(vgg, styles, cfg, device))
     objective = Objective.from_config(asdict(cfg), meta.feat_std.clone())
     if is_main:
         print(f"training base-{cfg.base} meta network on {len(contents)} content and {len(styles)} style images, "
@@ -115,38 +121,47 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
     log_file = open(out / "log.csv", "a", newline="") if is_main else None
     writer = csv.writer(log_file) if log_file else None
     if writer and log_file.tell() == 0:
-        writer.writerow(["step", "loss", "content", "style", "tv", "palette", "tone", "spike", "grad_norm", "skipped",
-                         "seconds"])
+        writer.writerow(["step", "loss", *LOGGED, "grad_norm", "skipped", "seconds"])
     bar = _progress(progress and is_main, step, cfg.steps)
     t0 = time.time()
     style_vec = targets = style_lab = None
     per_style = cfg.batch // cfg.styles_per_step
     try:
         while step < cfg.steps:
-            if style_vec is None or step % cfg.style_every == 0:
-                g = data.generator(cfg.seed, 1, step // cfg.style_every)  # same style on every rank
-                if bank:
-                    style_vec, style_lab = bank.sample(cfg.styles_per_step, g)
-                    style_vec = style_vec.to(device)
-                else:
-                    style_img = data.sample_batch(styles, cfg.styles_per_step, cfg.crop, g).to(device)
-                    with torch.no_grad(), amp:
-                        style_vec = style_targets(vgg(style_img, STYLE_LAYERS))
-                    style_lab = lab_points(style_img, PALETTE_SIZE)
-                targets = style_vec.repeat_interleave(per_style, dim=0)
-                style_lab = style_lab.to(device).repeat_interleave(per_style, dim=0)
-            content = data.sample_batch(contents, cfg.batch, cfg.crop, data.generator(cfg.seed, 2, step, rank)).to(device)
-            if channels_last:
-                content = content.contiguous(memory_format=torch.channels_last)
-            with torch.no_grad(), amp:
-                content_feat = vgg(content, (cfg.content_layer,))[cfg.content_layer]
-            with amp:
-                out_img, spike = model(style_vec, content)
-                loss, terms = objective(vgg, out_img, content, content_feat, targets, style_lab,
-                                        data.generator(cfg.seed, 8, step))
+            if pairs:
+                content, target, style_vec, style_lab = (t.to(device) for t in pairs.sample(
+                    cfg.batch, cfg.crop, data.generator(cfg.seed, 2, step, rank)))
+                with amp:
+                    out_img, spike = model(style_vec, content)
+                terms = distill_losses(out_img, target, content, style_lab, data.generator(cfg.seed, 8, step))
                 if spike is not None:
                     terms["spike"] = spike
-                    loss = loss + cfg.spike_weight * spike
+                loss = sum(getattr(cfg, f"{name}_weight") * value for name, value in terms.items())
+            else:
+                if style_vec is None or step % cfg.style_every == 0:
+                    g = data.generator(cfg.seed, 1, step // cfg.style_every)  # same style on every rank
+                    if bank:
+                        style_vec, style_lab = bank.sample(cfg.styles_per_step, g)
+                        style_vec = style_vec.to(device)
+                    else:
+                        style_img = data.sample_batch(styles, cfg.styles_per_step, cfg.crop, g).to(device)
+                        with torch.no_grad(), amp:
+                            style_vec = style_targets(vgg(style_img, STYLE_LAYERS))
+                        style_lab = lab_points(style_img, PALETTE_SIZE)
+                    targets = style_vec.repeat_interleave(per_style, dim=0)
+                    style_lab = style_lab.to(device).repeat_interleave(per_style, dim=0)
+                content = data.sample_batch(contents, cfg.batch, cfg.crop, data.generator(cfg.seed, 2, step, rank)).to(device)
+                if channels_last:
+                    content = content.contiguous(memory_format=torch.channels_last)
+                with torch.no_grad(), amp:
+                    content_feat = vgg(content, (cfg.content_layer,))[cfg.content_layer]
+                with amp:
+                    out_img, spike = model(style_vec, content)
+                    loss, terms = objective(vgg, out_img, content, content_feat, targets, style_lab,
+                                            data.generator(cfg.seed, 8, step))
+                    if spike is not None:
+                        terms["spike"] = spike
+                        loss = loss + cfg.spike_weight * spike
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
             opt.zero_grad(set_to_none=True)
@@ -158,8 +173,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
             step += 1
             if writer and (step % cfg.log_every == 0 or step == cfg.steps):
                 writer.writerow([step, f"{loss.item():.5g}"]
-                                + [f"{terms[k].item():.5g}" if k in terms else "" for k in
-                                   ("content", "style", "tv", "palette", "tone", "spike")]
+                                + [f"{terms[k].item():.5g}" if k in terms else "" for k in LOGGED]
                                 + [f"{grad_norm:.4g}", int(skipped), f"{time.time() - t0:.1f}"])
                 log_file.flush()
             if bar:
@@ -194,6 +208,16 @@ def _initial_network(cfg: TrainConfig) -> MetaNet:
     if meta.base != cfg.base:
         raise ValueError(f"{cfg.init}: a base-{meta.base} model, but training base {cfg.base}")
     return meta.requires_grad_(True).train()
+
+
+def _pairs(cfg: TrainConfig, out: Path, contents, styles, vgg: VGG16, device, is_main: bool, world: int) -> PairSet:
+    """The distillation pairs: rank 0 builds them once (the others wait), every rank reads them."""
+    folder = Path(cfg.distill_dir) if cfg.distill_dir else out / "pairs"
+    if is_main:
+        open_or_build(folder, cfg.distill, contents, styles, vgg, cfg.crop, device)
+    if world > 1:
+        dist.barrier()
+    return PairSet.open(folder)
 
 
 def _style_bank(vgg: VGG16, styles: list[torch.Tensor], cfg: TrainConfig, path: Path, device, amp, is_main: bool) -> StyleBank:
