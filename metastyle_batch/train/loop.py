@@ -142,7 +142,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, vgg: VG
                 terms = distill_losses(out_img, target, content, style_lab, data.generator(cfg.seed, 8, step))
                 if spike is not None:
                     terms["spike"] = spike
-                loss = sum(getattr(cfg, f"{name}_weight") * value for name, value in terms.items())
+                # terms at weight 0 are logged but left out of the graph: no backward pass through them
+                loss = sum((w * value for name, value in terms.items() if (w := getattr(cfg, f"{name}_weight"))),
+                           0.0 * terms["pixel"])
             else:
                 if style_vec is None or step % cfg.style_every == 0:
                     g = data.generator(cfg.seed, 1, step // cfg.style_every)  # same style on every rank
