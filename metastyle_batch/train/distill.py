@@ -12,6 +12,7 @@ the ``bench`` extra). It is used only here, to make training targets; the produc
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,9 @@ def build(folder: Path, n: int, contents: list[torch.Tensor], styles: list[torch
     Deterministic (a fixed generator), like the style bank: the pair set is part of the data, not of a run.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    need, free = 2 * n * TEACHER_SIZE * TEACHER_SIZE * 3, shutil.disk_usage(folder).free
+    if need > free:  # the memmaps are sparse: without this a huge N would start hours of work to fail at the end
+        raise ValueError(f"--distill {n} needs {need / 1e9:.1f} GB in {folder}, which has {free / 1e9:.1f} GB free")
     teacher = Teacher()
     g = data.generator(0, 9)
     shape = (n, TEACHER_SIZE, TEACHER_SIZE, 3)
