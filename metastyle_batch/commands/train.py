@@ -47,6 +47,7 @@ def train(
     coarse_weight: float = typer.Option(_D["coarse_weight"], help="Distillation: weight of the L1 distance at a quarter of the size (shapes and colours, not strokes)."),
     edge_weight: float = typer.Option(_D["edge_weight"], help="Distillation: weight of the L1 distance of neighbouring-pixel differences."),
     texture_weight: float = typer.Option(_D["texture_weight"], help="Distillation: weight of the sliced Wasserstein distance of 5x5 patches at 3 scales to the teacher's (its strokes, wherever they fall; against the blur a pixel loss teaches)."),
+    colour_weight: float = typer.Option(_D["colour_weight"], help="Distillation: weight of the sliced Wasserstein distance of the output's Lab colours to the teacher's (its saturation, wherever the colours fall; the pixel losses drain colour where the strokes are uncertain)."),
     style_bank: int = typer.Option(_D["style_bank"], help="Precompute style targets for N random crops of every style once (0: a fresh crop and VGG pass every step)."),
     seed: int = typer.Option(_D["seed"]),
     ckpt_every: int = typer.Option(_D["ckpt_every"], help="Checkpoint every N steps."),
@@ -77,7 +78,7 @@ def train(
         content_layer=content_layer, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         style_norm=style_norm, palette_weight=palette_weight, tone_weight=tone_weight, spike_weight=spike_weight,
         distill=distill, distill_dir=str(distill_dir) if distill_dir else "", pixel_weight=pixel_weight,
-        coarse_weight=coarse_weight, edge_weight=edge_weight, texture_weight=texture_weight,
+        coarse_weight=coarse_weight, edge_weight=edge_weight, texture_weight=texture_weight, colour_weight=colour_weight,
         style_bank=style_bank, seed=seed, ckpt_every=ckpt_every, sample_every=sample_every,
         vgg=str(vgg) if vgg else None, device=device, bf16=bf16, init=str(init) if init else None)
     bad = [f"--{f.name.replace('_', '-')}" for f in fields(cfg)

@@ -36,6 +36,7 @@ class TrainConfig:
     coarse_weight: float = 0.0  # ... of the pixels at a quarter of the size (shapes and colours, not strokes)
     edge_weight: float = 1.0  # ... of neighbouring-pixel differences
     texture_weight: float = 0.0  # sliced Wasserstein distance of 5x5 patches at 3 scales (strokes, unaligned)
+    colour_weight: float = 0.0  # sliced Wasserstein distance of the Lab colours to the teacher's (its saturation)
     spike_weight: float = 0.0  # against lone instance-norm spikes (losses.SpikeMeter); 0.003 looked worse
     seed: int = 0
     ckpt_every: int = 200
