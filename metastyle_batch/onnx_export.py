@@ -21,7 +21,7 @@ from .model.phases import polyphase
 from .onnxgraph import Graph, as_array
 from .ort import INPUT_NAME, OUTPUT_NAME, OrtNetwork
 
-_FIXED = ("conv_in.weight", "conv_in.bias")  # trained, the same for every style (conv_out has the colour head's)
+_FIXED = ("conv_in.weight", "conv_in.bias", "conv_out.weight", "conv_out.bias")  # trained, not generated
 
 
 def one_network(params) -> dict[str, np.ndarray]:
@@ -35,7 +35,7 @@ def one_network(params) -> dict[str, np.ndarray]:
                 raise ValueError(f"one network is needed, but {name} holds {value.shape[0]} (G != 1)")
             value = value[0]
         out[name] = value
-    for name in [n for n in out if n.endswith(".bias") and not n.startswith(("conv_in.", "conv_out."))]:  # format 2: gain 1
+    for name in [n for n in out if n.endswith(".bias") and n not in _FIXED]:  # format 2, fine-tuned nets: gain 1
         out.setdefault(name.replace(".bias", ".gain"), np.ones_like(out[name]))
     return out
 

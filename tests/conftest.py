@@ -62,8 +62,7 @@ def vgg16_path() -> Path:
 
 
 def random_meta(seed: int = 0):
-    """A randomly initialised base-8 MetaNet whose generated gains and colour matrices are not the identity (a
-    fresh one starts there)."""
+    """A randomly initialised base-8 MetaNet whose generated gains are not all 1 (a fresh one starts at 1)."""
     from metastyle_batch.model.meta import MetaNet
 
     with torch.random.fork_rng(devices=[]):  # do not disturb the global RNG other tests may rely on
@@ -71,7 +70,6 @@ def random_meta(seed: int = 0):
         meta = MetaNet(8)
         for head in meta.gains:
             torch.nn.init.normal_(head.weight, std=0.5)
-        torch.nn.init.normal_(meta.colour.weight, std=0.05)
     return meta.eval()
 
 

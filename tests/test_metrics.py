@@ -95,9 +95,9 @@ def test_model_without_gain_heads_loads_as_itself(tmp_path):
     from metastyle_batch.model.io import load_model
 
     meta = random_meta(0)
-    for head in [*meta.gains, meta.colour]:
+    for head in meta.gains:
         torch.nn.init.zeros_(head.weight)
-    state = {k: v.contiguous() for k, v in meta.state_dict().items() if not k.startswith(("gains.", "colour."))}
+    state = {k: v.contiguous() for k, v in meta.state_dict().items() if not k.startswith("gains.")}
     path = tmp_path / "old.safetensors"
     save_file(state, str(path), metadata={"metastyle": json.dumps({"format": "metastyle-batch/metanet-2", "base": 8})})
     loaded, info = load_model(path)
@@ -105,57 +105,6 @@ def test_model_without_gain_heads_loads_as_itself(tmp_path):
     with torch.no_grad():
         for k, v in meta.network(hidden).items():
             torch.testing.assert_close(loaded.network(hidden)[k], v)
-
-
-def test_model_without_colour_head_loads_as_itself_in_both_runtimes(tmp_path):
-    """Format 3 files (before the colour head: the shipped model) load with the output conv exactly as trained,
-    in PyTorch and in the numpy meta network of the torch-free runtime."""
-    import json
-
-    import numpy as np
-    from safetensors.torch import save_file
-
-    from metastyle_batch.model.io import load_model
-    from metastyle_batch.model.meta_numpy import MetaWeights
-
-    meta = random_meta(0)
-    state = {k: v.contiguous() for k, v in meta.state_dict().items() if not k.startswith("colour.")}
-    path = tmp_path / "old.safetensors"
-    save_file(state, str(path), metadata={"metastyle": json.dumps({"format": "metastyle-batch/metanet-3", "base": 8})})
-    hidden = torch.relu(torch.randn(meta.hidden_dim))
-    with torch.no_grad():
-        torch_net = load_model(path)[0].network(hidden)
-    numpy_net = MetaWeights.load(path)[0].network(hidden.numpy())
-    for net in (torch_net, {k: torch.from_numpy(np.asarray(v)) for k, v in numpy_net.items()}):
-        assert torch.equal(net["conv_out.weight"][0], meta.conv_out.weight)
-        assert torch.equal(net["conv_out.bias"][0], meta.conv_out.bias)
-
-
-@torch.no_grad()
-def test_colour_head_sets_each_styles_colour_matrix_in_both_runtimes(tmp_path):
-    """A colour head that swaps red and blue gives the same picture with red and blue swapped, in the PyTorch
-    network and in the numpy one the torch-free runtime generates; a model file keeps it (format 4)."""
-    import numpy as np
-
-    from metastyle_batch.model.io import load_model, save_model
-    from metastyle_batch.model.meta_numpy import COLOUR_SCALE, MetaWeights
-    from metastyle_batch.model.transform import transform
-
-    meta = random_meta(0)
-    meta.colour.weight.zero_()
-    meta.colour.bias.zero_()
-    hidden = torch.relu(torch.randn(meta.hidden_dim))
-    x = torch.rand(1, 3, 32, 32)
-    plain = transform(x, meta.network(hidden), 8)
-    swap = torch.tensor([[0., 0, 1], [0, 1, 0], [1, 0, 0]]) - torch.eye(3)
-    meta.colour.bias[:9] = swap.flatten() / COLOUR_SCALE
-    save_model(meta, tmp_path / "m.safetensors", dtype=torch.float32)
-    swapped_torch = transform(x, load_model(tmp_path / "m.safetensors")[0].network(hidden), 8)
-    numpy_net = MetaWeights.load(tmp_path / "m.safetensors")[0].network(hidden.numpy())
-    swapped_numpy = transform(x, {k: torch.from_numpy(np.asarray(v)) for k, v in numpy_net.items()}, 8)
-    assert plain.std() > 0.05
-    for y in (swapped_torch, swapped_numpy):
-        torch.testing.assert_close(y, plain.flip(1), atol=1e-5, rtol=1e-5)
 
 
 def test_palette_transfer_moves_colours_to_the_style_and_keeps_the_tone() -> None:

@@ -16,9 +16,8 @@ from ..paths import atomic_write_bytes, not_regular, sha256_file
 if TYPE_CHECKING:  # pragma: no cover
     from .meta import MetaNet
 
-FORMAT = "metastyle-batch/metanet-4"  # 2: biases after instance norm (model.transform); 3: gains; 4: colour head
-FORMAT_3 = "metastyle-batch/metanet-3"  # still read: without the colour head, i.e. the output conv as trained
-FORMAT_2 = "metastyle-batch/metanet-2"  # still read: without gain heads either, i.e. every gain 1
+FORMAT = "metastyle-batch/metanet-3"  # 2: conv biases act after instance norm (see model.transform); 3: gains
+FORMAT_2 = "metastyle-batch/metanet-2"  # still read: without gain heads, i.e. every gain 1
 
 
 class ModelError(MetastyleError, RuntimeError):
@@ -57,7 +56,7 @@ def read_info(path: str | Path) -> dict:
         raise ModelError(f"{path}: damaged model metadata") from None
     if info.get("format") == "metastyle-batch/metanet":
         raise ModelError(f"{path}: made by metastyle-batch 0.1 before biases moved after instance norm; retrain it")
-    if info.get("format") not in (FORMAT, FORMAT_3, FORMAT_2):
+    if info.get("format") not in (FORMAT, FORMAT_2):
         raise ModelError(f"{path}: unknown model format {info.get('format')!r}")
     return info
 
@@ -111,8 +110,8 @@ def load_model(path: str | Path, verify: bool = True) -> tuple[MetaNet, dict]:
     meta = MetaNet(base=int(info["base"]))
     try:
         tensors = {k: torch.from_numpy(v) for k, v in state.items()}
-        absent = {FORMAT_2: ("gains.", "colour."), FORMAT_3: ("colour.",)}.get(info["format"], ())
-        tensors.update({k: v for k, v in meta.state_dict().items() if k.startswith(absent)})
+        if info["format"] == FORMAT_2:
+            tensors.update({k: v for k, v in meta.state_dict().items() if k.startswith("gains.")})
         meta.load_state_dict(tensors, strict=True)
     except Exception as e:  # wrong shapes, missing keys
         first = (str(e).splitlines() or [type(e).__name__])[0]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..codes import StyleCode, mix  # noqa: F401 - re-exported
-from .meta_numpy import BIAS_SCALE, COLOUR_SCALE, GAIN_SCALE, HIDDEN_PER_LAYER, noise_image as _noise
+from .meta_numpy import BIAS_SCALE, GAIN_SCALE, HIDDEN_PER_LAYER, noise_image as _noise
 from .transform import Params, generated_specs, layer_specs
 from .vgg import STYLE_DIM
 
@@ -16,16 +16,11 @@ __all__ = ["MetaNet", "StyleCode", "mix", "random_code", "noise_image"]
 
 class MetaNet(nn.Module):
     """Linear(1920, 128·L) + ReLU, then per generated layer one Linear(128, n_params) head (conv weight and
-    bias) and one Linear(128, cout) gain head, and one Linear(128·L, 12) colour head.
+    bias) and one Linear(128, cout) gain head.
 
     Also owns the two 9x9 convs that are trained directly rather than generated, and the per-dimension mean and
     std of the training styles' statistics: raw VGG statistics share a large common offset, and standardising
     them lets the hidden layer see what distinguishes one style from another from the first step.
-
-    The colour head gives each style its own 3x3 colour matrix and offset after the output conv (folded into
-    it, so the generated network keeps its layers). Without it every style mixes its last 8 channels into RGB
-    through the same fixed weights, only three of them coloured: distilled models came out greyer than their
-    teacher (saturation 10 % short on the training pairs) and painted dark areas slate blue.
     """
 
     def __init__(self, base: int = 8):
@@ -40,9 +35,6 @@ class MetaNet(nn.Module):
         for g in self.gains:  # start at gain 1: a model of format 2 (no gains) loads as exactly itself
             nn.init.zeros_(g.weight)
             nn.init.zeros_(g.bias)
-        self.colour = nn.Linear(HIDDEN_PER_LAYER * len(self.specs), 12)
-        nn.init.zeros_(self.colour.weight)  # identity: a model without the colour head loads as exactly itself
-        nn.init.zeros_(self.colour.bias)
         fixed = {s.name: s for s in layer_specs(base) if not s.generated}
         self.conv_in = nn.Conv2d(3, base, fixed["conv_in"].k)
         self.conv_out = nn.Conv2d(base, 3, fixed["conv_out"].k)
@@ -65,12 +57,9 @@ class MetaNet(nn.Module):
         """(G, 128·L) hidden states → parameters of G TransformNets (leading dim G on generated layers)."""
         if hidden.dim() == 1:
             hidden = hidden[None]
-        colour = self.colour(hidden) * COLOUR_SCALE
-        matrix = torch.eye(3, device=hidden.device, dtype=colour.dtype) + colour[:, :9].reshape(-1, 3, 3)
         params: Params = {
             "conv_in.weight": self.conv_in.weight, "conv_in.bias": self.conv_in.bias,
-            "conv_out.weight": torch.einsum("gij,jckl->gickl", matrix, self.conv_out.weight),
-            "conv_out.bias": torch.einsum("gij,j->gi", matrix, self.conv_out.bias) + colour[:, 9:],
+            "conv_out.weight": self.conv_out.weight, "conv_out.bias": self.conv_out.bias,
         }
         chunks = hidden.split(HIDDEN_PER_LAYER, dim=1)
         for spec, head, gain, h in zip(self.specs, self.heads, self.gains, chunks):

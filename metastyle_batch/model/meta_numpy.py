@@ -20,10 +20,6 @@ BIAS_SCALE = 0.02
 # Generated gains scale instance-normalised channels (conditional instance norm's gamma): the conv weights cannot,
 # since the norm divides their scale away, so without a gain a style had no way to set its own contrast.
 GAIN_SCALE = 0.02
-# The colour head's 3x3 matrix and offset after the output conv (MetaNet's docstring). It reads the whole hidden
-# state, 14x a gain head's input (L1 ~11,000 on trained models): at the gains' scale (0.02) one Adam step moved the
-# colours by ~0.02 and training diverged; at 0.001 they had moved by 0.002 after 800 steps.
-COLOUR_SCALE = 0.004
 
 
 class MetaWeights:
@@ -38,13 +34,9 @@ class MetaWeights:
             if f"gains.{i}.weight" not in state:  # format 2: no gain heads, every gain 1
                 state[f"gains.{i}.weight"] = np.zeros((spec.cout, HIDDEN_PER_LAYER), np.float32)
                 state[f"gains.{i}.bias"] = np.zeros(spec.cout, np.float32)
-        if "colour.weight" not in state:  # formats 2 and 3: no colour head, the output conv as trained
-            state["colour.weight"] = np.zeros((12, HIDDEN_PER_LAYER * n), np.float32)
-            state["colour.bias"] = np.zeros(12, np.float32)
         expected = {"feat_mean": (1920,), "feat_std": (1920,), "hidden.weight": (HIDDEN_PER_LAYER * n, 1920),
                     "hidden.bias": (HIDDEN_PER_LAYER * n,), "conv_in.weight": (base, 3, 9, 9), "conv_in.bias": (base,),
-                    "conv_out.weight": (3, base, 9, 9), "conv_out.bias": (3,),
-                    "colour.weight": (12, HIDDEN_PER_LAYER * n), "colour.bias": (12,)}
+                    "conv_out.weight": (3, base, 9, 9), "conv_out.bias": (3,)}
         for i, spec in enumerate(self.specs):
             expected.update({f"heads.{i}.weight": (spec.n_params, HIDDEN_PER_LAYER), f"heads.{i}.bias": (spec.n_params,),
                              f"gains.{i}.weight": (spec.cout, HIDDEN_PER_LAYER), f"gains.{i}.bias": (spec.cout,)})
@@ -77,11 +69,7 @@ class MetaWeights:
         """(G, 128·L) or (128·L,) hidden states → parameters of G TransformNets (leading dim G on generated layers)."""
         s = self.state
         hidden = np.atleast_2d(np.asarray(hidden, np.float32))
-        colour = (hidden @ s["colour.weight"].T + s["colour.bias"]) * np.float32(COLOUR_SCALE)
-        matrix = np.eye(3, dtype=np.float32) + colour[:, :9].reshape(-1, 3, 3)
-        params = {"conv_in.weight": s["conv_in.weight"], "conv_in.bias": s["conv_in.bias"],
-                  "conv_out.weight": np.einsum("gij,jckl->gickl", matrix, s["conv_out.weight"]),
-                  "conv_out.bias": np.einsum("gij,j->gi", matrix, s["conv_out.bias"]) + colour[:, 9:]}
+        params = {k: s[k] for k in ("conv_in.weight", "conv_in.bias", "conv_out.weight", "conv_out.bias")}
         for i, spec in enumerate(self.specs):
             h = hidden[:, i * HIDDEN_PER_LAYER:(i + 1) * HIDDEN_PER_LAYER]
             flat = h @ s[f"heads.{i}.weight"].T + s[f"heads.{i}.bias"]
