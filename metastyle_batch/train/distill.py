@@ -187,7 +187,7 @@ def distill_losses(out: torch.Tensor, target: torch.Tensor, content: torch.Tenso
     """Distances to the teacher: pixels (L1), pixels at a quarter of the size (L1: shapes and colours without
     the strokes), edges (L1 of the differences), patches (:func:`patch_texture`) and colours (the palette
     distance to the target's Lab pixels: where the strokes are uncertain a pixel loss teaches their average,
-    a greyer picture, 10 % less chroma than the teacher's after run 5); and the palette and tone terms of the
+    a greyer picture: run 5 came out 10 % less colourful than its teacher); and the palette and tone terms of the
     perceptual training."""
     out = out.float()
     return {"pixel": (out - target).abs().mean(),
