@@ -185,18 +185,24 @@ def _tensor(path: Path):
     return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), np.float32) / 255).permute(2, 0, 1)[None]
 
 
-def score(args) -> None:
+# name: (f(content, output), +1 if higher is better)
+CANDIDATES = {"blobs ↓": (blobs, -1), "shapes ↑": (shapes, 1), "colour ↑": (lambda c, o: colourfulness(o), 1)}
+
+
+def _photo(content: Path):
     import torch
 
+    return torch.from_numpy(_load(content)).permute(2, 0, 1)[None]
+
+
+def score(args) -> None:
     from metastyle_batch import metrics
 
     labels = json.loads(LABELS.read_text())["pairs"]
     measures = {  # name: (f(content, style, output), +1 if higher is better)
         "palette ↓ (kept)": (lambda c, s, o: float(metrics.palette_distance(o, s)), -1),
         "tone ↑ (kept)": (lambda c, s, o: float(metrics.tone_correlation(o, c)), 1),
-        "blobs ↓ (candidate)": (lambda c, s, o: blobs(c, o), -1),
-        "shapes ↑ (candidate)": (lambda c, s, o: shapes(c, o), 1),
-        "colour ↑ (candidate)": (lambda c, s, o: colourfulness(o), 1),
+        **{f"{name} (candidate)": (lambda c, s, o, fn=fn: fn(c, o), sign) for name, (fn, sign) in CANDIDATES.items()},
     }
     agree = {m: 0 for m in measures}
     decided = 0
@@ -205,7 +211,7 @@ def score(args) -> None:
         if label["winner"] == "tie":
             continue
         decided += 1
-        photo, look = torch.from_numpy(_load(content)).permute(2, 0, 1)[None], _tensor(style)
+        photo, look = _photo(content), _tensor(style)
         out = {who: _tensor(OUT / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")}
         for name, (fn, sign) in measures.items():
             a, b = (fn(photo, look, out[w]) for w in ("ours", "peer"))
@@ -218,18 +224,15 @@ def score(args) -> None:
 
 def measures(args) -> None:
     """The candidate measures (blobs, shapes, colour) of a sheets folder's outputs, ours against the peer's."""
-    import torch
-
-    rows = {"blobs ↓": [], "shapes ↑": [], "colour ↑": []}
+    rows = {name: [] for name in CANDIDATES}
     for i, (content, _) in enumerate(pairs()):
-        photo = torch.from_numpy(_load(content)).permute(2, 0, 1)[None]
+        photo = _photo(content)
         out = [_tensor(args.out / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")]
-        rows["blobs ↓"].append([blobs(photo, o) for o in out])
-        rows["shapes ↑"].append([shapes(photo, o) for o in out])
-        rows["colour ↑"].append([colourfulness(o) for o in out])
+        for name, (fn, _) in CANDIDATES.items():
+            rows[name].append([fn(photo, o) for o in out])
     for name, values in rows.items():
         a = np.array(values)
-        better = (a[:, 0] < a[:, 1]) if "↓" in name else (a[:, 0] > a[:, 1])
+        better = (a[:, 0] < a[:, 1]) if CANDIDATES[name][1] < 0 else (a[:, 0] > a[:, 1])
         print(f"{name:<9} ours {a[:, 0].mean():.4f}, the peer {a[:, 1].mean():.4f}; ours better on {better.sum()} of {len(a)}")
 
 
