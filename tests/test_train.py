@@ -1,6 +1,7 @@
 """Training: exact resume, flat-crop guard, CSV/samples/checkpoints, DDP replicas on gloo."""
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -160,6 +161,11 @@ def test_train_cli_runs_with_its_progress_bar_and_resumes(dataset, tmp_path, vgg
     again = CliRunner().invoke(app, base + ["--steps", "3", "--resume"], env=env)
     assert again.exit_code == 0, again.output
     assert "steps 2→3" in again.output
+    flat = CliRunner().invoke(app, [*base[:6], str(tmp_path / "flat"), *base[7:], "--steps", "1", "--flat-weight", "5"],
+                              env=env)
+    assert flat.exit_code == 0, flat.output
+    row = next(csv.DictReader(open(tmp_path / "flat" / "log.csv")))
+    assert float(row["flat"]) >= 0 and load_model(tmp_path / "flat" / "model.safetensors")[1]["config"]["flat_weight"] == 5
     assert load_model(out / "model.safetensors")[1]["steps"] == 3
     bad = CliRunner().invoke(app, base + ["--steps", "1", "--styles-per-step", "3"], env=env)
     assert bad.exit_code == 2 and "multiple of styles_per_step" in bad.output
@@ -326,3 +332,49 @@ def test_distill_more_pairs_than_the_disk_holds_is_refused_before_the_teacher_ru
         train(_cfg(dataset, tmp_path / "a", steps=1, distill=10**9, distill_dir=str(tmp_path / "pairs")),
               progress=False, vgg=vgg)
     assert not (tmp_path / "pairs" / "target.npy").exists()
+
+
+def test_gpu_recipe_packs_within_the_carry_limit_trains_and_brings_the_model_back(dataset, tmp_path):
+    """benchmarks/gpu_train.py as issue 25's GPU session will run it, on the CPU: pack what fits beside the working
+    tree, probe and train, split the model under the 16 MiB a device call brings back, rejoin it here; a damaged
+    part is refused."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train.py"
+    spec = importlib.util.spec_from_file_location("gpu_train", script)
+    gpu_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_train)
+    c, s = dataset
+    photos = sorted(c.iterdir())
+    fixed = gpu_train._tree_bytes() + 2**20 + SHARED_VGG.stat().st_size + sum(p.stat().st_size for p in s.iterdir())
+    budget = fixed + sum(p.stat().st_size for p in photos[:3]) + min(p.stat().st_size for p in photos) // 2
+    pack = tmp_path / "pack"
+    py = [sys.executable, str(script)]
+    done = subprocess.run([*py, "pack", "--data", str(c.parent), "--vgg", str(SHARED_VGG), "--out", str(pack),
+                           "--budget", str(budget)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    kept = json.loads((pack / "pack.json").read_text())
+    assert kept["styles"] == 3 and 1 <= kept["photos"] < 6 and len(list((pack / "content").iterdir())) == kept["photos"]
+    assert gpu_train._tree_bytes() + sum(f.stat().st_size for f in pack.rglob("*") if f.is_file()) <= budget
+
+    out = tmp_path / "out"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "OUT": str(out)}
+    done = subprocess.run([*py, "run", "--pack", str(pack), "--work", str(tmp_path / "work"), "--probe", "2",
+                           "--max-steps", "2", "--", "--device", "cpu", "--crop", "32", "--batch", "4",
+                           "--style-bank", "1"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"] == 2 and len(manifest["parts"]) >= 2
+    assert all((out / p).stat().st_size <= 16 * 2**20 for p in manifest["parts"])
+
+    model = tmp_path / "back" / "model.safetensors"
+    done = subprocess.run([*py, "join", str(out), "-o", str(model)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    meta, info = load_model(model)
+    assert info["steps"] == 2 and info["config"]["flat_weight"] == 200 and info["config"]["init"]
+    damaged = bytearray((out / "model.part1").read_bytes())
+    damaged[100] ^= 1
+    (out / "model.part1").write_bytes(bytes(damaged))
+    done = subprocess.run([*py, "join", str(out), "-o", str(tmp_path / "bad.safetensors")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "do not add up" in done.stderr and not (tmp_path / "bad.safetensors").exists()

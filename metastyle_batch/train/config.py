@@ -30,6 +30,7 @@ class TrainConfig:
     tv_weight: float = 1.0
     palette_weight: float = 30.0  # sliced Wasserstein distance of Lab colours to the style's (losses.palette_loss)
     tone_weight: float = 1.0  # 1 - correlation of coarse luminance with the content's (losses.tone_loss)
+    flat_weight: float = 0.0  # contrast invented where the photo is flat: blobs in skies and walls (losses.flat_loss)
     distill: int = 0  # >0: train on this many teacher pairs (train/distill.py), no VGG-16 in the loop
     distill_dir: str = ""  # where the pairs are built once and kept (default: out_dir/pairs)
     pixel_weight: float = 1.0  # distillation: L1 of the pixels against the teacher's

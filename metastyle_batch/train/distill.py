@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..metrics import lab_points
 from ..model.vgg import STYLE_LAYERS, VGG16, style_vector
 from . import data
-from .losses import PALETTE_SIZE, palette_loss, tone_loss
+from .losses import PALETTE_SIZE, flat_loss, palette_loss, tone_loss
 
 TEACHER_SIZE = 384  # the teacher's transform network takes exactly 384 x 384
 TEACHER_STYLE = 256  # ... and its style predictor 256 x 256
@@ -194,4 +194,5 @@ def distill_losses(out: torch.Tensor, target: torch.Tensor, content: torch.Tenso
             "coarse": (F.avg_pool2d(out, 4) - F.avg_pool2d(target, 4)).abs().mean(),
             "edge": (edges(out) - edges(target)).abs().mean(), "texture": patch_texture(out, target, g),
             "colour": palette_loss(out, lab_points(target, PALETTE_SIZE), g),
-            "palette": palette_loss(out, style_lab, g), "tone": tone_loss(out, content)}
+            "palette": palette_loss(out, style_lab, g), "tone": tone_loss(out, content),
+            "flat": flat_loss(out, content).mean()}

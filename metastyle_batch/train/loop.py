@@ -32,7 +32,7 @@ from ..metrics import lab_points
 from ..paths import atomic_path
 
 
-LOGGED = ("content", "style", "tv", "palette", "tone", "spike", "pixel", "coarse", "edge", "texture", "colour")  # the loss terms in log.csv
+LOGGED = ("content", "style", "tv", "palette", "tone", "flat", "spike", "pixel", "coarse", "edge", "texture", "colour")  # the loss terms in log.csv
 
 
 class StyleTransferModel(nn.Module):

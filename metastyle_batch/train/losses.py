@@ -57,6 +57,32 @@ def tone_loss(out: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     return (1 - tone_correlation(out, content, TONE_SIZE)).mean()
 
 
+def luma(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) RGB → (B, 1, h, w) BT.601 luminance, resized to ``size`` px on the longer side."""
+    r, g, b = x.float().unbind(1)
+    y = (0.299 * r + 0.587 * g + 0.114 * b)[:, None]
+    scale = size / max(y.shape[-2:])
+    hw = (max(1, round(y.shape[-2] * scale)), max(1, round(y.shape[-1] * scale)))
+    return y if hw == tuple(y.shape[-2:]) else F.interpolate(y, size=hw, mode="bilinear", align_corners=False,
+                                                                antialias=True)
+
+
+def local_std(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Standard deviation of ``y`` (B, 1, H, W) in a k × k window around each pixel; the floor keeps the gradient
+    finite where a window is flat."""
+    mean = F.avg_pool2d(y, k, 1, k // 2, count_include_pad=False)
+    return (F.avg_pool2d(y * y, k, 1, k // 2, count_include_pad=False) - mean * mean).clamp_min(1e-12).sqrt()
+
+
+def flat_loss(out: torch.Tensor, content: torch.Tensor, size: int = 256, flat: float = 0.01) -> torch.Tensor:
+    """Contrast invented where the photo is flat (B,): the output's mean local luminance std (9 px at ``size`` px)
+    over the pixels where the photo's own is under ``flat``. The blobs of issue 25 (lumps in skies, water, walls)
+    as a loss; ``benchmarks/eye.py`` measures the same."""
+    with torch.no_grad():
+        mask = (local_std(luma(content, size), 9) < flat).float()
+    return (local_std(luma(out, size), 9) * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp_min(1)
+
+
 class SpikeMeter(DirectOps):
     """Runs the network like :class:`DirectOps` and measures instance norm's "droplet" artefact (Karras et al.,
     StyleGAN2, sec. 2): a lone spike tens of stds out inflates a channel's std, which mutes the rest of the map.
@@ -95,6 +121,7 @@ class Objective:
     tv_weight: float = 1.0
     palette_weight: float = 0.0
     tone_weight: float = 0.0
+    flat_weight: float = 0.0
     style_scale: torch.Tensor | None = None
 
     @classmethod
@@ -104,7 +131,7 @@ class Objective:
         return cls(cfg.get("content_layer", "relu2_2"), float(cfg.get("content_weight", 1.0)),
                    float(cfg.get("style_weight", 50.0)), float(cfg.get("tv_weight", 1.0)),
                    float(cfg.get("palette_weight", 0.0)), float(cfg.get("tone_weight", 0.0)),
-                   style_scale if norm else None)
+                   float(cfg.get("flat_weight", 0.0)), style_scale if norm else None)
 
     def __call__(self, vgg, out: torch.Tensor, content: torch.Tensor, content_feat: torch.Tensor,
                  targets: torch.Tensor, style_lab: torch.Tensor | None = None,
@@ -121,4 +148,7 @@ class Objective:
         if self.tone_weight:
             terms["tone"] = tone_loss(out, content)
             total = total + self.tone_weight * terms["tone"]
+        if self.flat_weight:
+            terms["flat"] = flat_loss(out, content).mean()
+            total = total + self.flat_weight * terms["flat"]
         return total, terms
