@@ -49,8 +49,8 @@ def _tree_bytes() -> int:
 
 def pack(args) -> None:
     """Copy the fp16 VGG-16 and every style into the pack, then as many photos (seeded order) as the rest holds."""
-    out, vgg = args.out, args.vgg
-    budget = args.budget - _tree_bytes() - 2**20  # a MiB spare for files written before the call
+    out, vgg, tree = args.out, args.vgg, _tree_bytes()
+    budget = args.budget - tree - 2**20  # a MiB spare for files written before the call
     if out.exists():
         shutil.rmtree(out)
     (out / "content").mkdir(parents=True)
@@ -74,7 +74,7 @@ def pack(args) -> None:
     (out / "pack.json").write_text(json.dumps({"styles": len(styles), "photos": kept, "of_photos": len(photos),
                                                "bytes": used}))
     print(f"{out}: VGG-16 fp16, {len(styles)} styles, {kept} of {len(photos)} photos, {used / 2**20:.1f} MiB "
-          f"(+ {_tree_bytes() / 2**20:.1f} MiB of working tree; limit {args.budget / 2**20:.0f} MiB)")
+          f"(+ {tree / 2**20:.1f} MiB of working tree; limit {args.budget / 2**20:.0f} MiB)")
 
 
 def _train(pack_dir: Path, out: Path, extra: list[str]) -> float:
