@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +50,11 @@ def _tree_bytes() -> int:
 
 def pack(args) -> None:
     """Copy the fp16 VGG-16 and every style into the pack, then as many photos (seeded order) as the rest holds."""
+    for need in (args.data / "content", args.data / "style"):
+        if not need.is_dir():
+            sys.exit(f"pack: {need} is not a folder (--data needs content/ and style/)")
+    if not args.vgg.is_file():
+        sys.exit(f"pack: {args.vgg} is not a file (--vgg: the fp16 VGG-16 safetensors)")
     out, vgg, tree = args.out, args.vgg, _tree_bytes()
     budget = args.budget - tree - 2**20  # a MiB spare for files written before the call
     if out.exists():
@@ -85,7 +91,15 @@ def _train(pack_dir: Path, out: Path, extra: list[str]) -> float:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     print("+", " ".join(cmd[1:]), flush=True)
     t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    try:
+        code = proc.wait()
+    finally:  # stopped (SIGTERM at the device's time limit, Ctrl-C): the training goes with us
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+    if code:
+        sys.exit(f"run: training in {out} failed (exit {code}); its output is above")
     return time.time() - t0
 
 
@@ -101,6 +115,9 @@ def _seconds_per_step(log: Path) -> tuple[float, float]:
 def run(args) -> None:
     """Probe, train what fits, split the model for the trip back (on the device)."""
     deadline = time.time() + args.seconds
+    missing = [str(args.pack / n) for n in ("content", "style", "vgg16_fp16.safetensors") if not (args.pack / n).exists()]
+    if missing:
+        sys.exit(f"run: {', '.join(missing)} missing: build the pack with `gpu_train.py pack` and carry it")
     recipe = RECIPE + args.train_args
     work = args.work
     probe = work / "probe"
@@ -145,16 +162,22 @@ def split(model: Path, out: Path, info: dict) -> None:
 
 def join(args) -> None:
     """Rejoin the parts a device run brought back; refuse a part missing or damaged."""
-    manifest = json.loads((args.parts / "manifest.json").read_text())
-    data = b"".join((args.parts / name).read_bytes() for name in manifest["parts"])
+    try:
+        manifest = json.loads((args.parts / "manifest.json").read_text())
+        data = b"".join((args.parts / name).read_bytes() for name in manifest["parts"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"join: {args.parts} does not hold a device run's parts ({e})")
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != manifest["bytes"] or digest != manifest["sha256"]:
         sys.exit(f"join: the parts do not add up to the model the device wrote (sha256 {digest[:12]}, "
                  f"expected {manifest['sha256'][:12]})")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(args.output.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(args.output)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(args.output)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"{args.output}: {manifest['steps']} steps on {manifest['device']}, sha256 {digest[:12]}")
 
 
@@ -184,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     j.add_argument("-o", "--output", type=Path, required=True)
     j.set_defaults(fn=join)
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that _train stops its child
     args.train_args = train_args
     args.fn(args)
 

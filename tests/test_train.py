@@ -299,6 +299,8 @@ def test_distill_without_the_teacher_is_a_usage_error(dataset, tmp_path):
     (["--texture-weight", "nan"], "--texture-weight"),
     (["--coarse-weight", "-1"], "--coarse-weight"),
     (["--colour-weight", "nan"], "--colour-weight"),
+    (["--flat-weight", "nan"], "--flat-weight"),
+    (["--flat-weight", "-1"], "--flat-weight"),
     (["--lr", "inf"], "--lr"),
 ])
 def test_bad_distillation_settings_are_usage_errors(dataset, tmp_path, args, says):
@@ -378,3 +380,66 @@ def test_gpu_recipe_packs_within_the_carry_limit_trains_and_brings_the_model_bac
     done = subprocess.run([*py, "join", str(out), "-o", str(tmp_path / "bad.safetensors")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0 and "do not add up" in done.stderr and not (tmp_path / "bad.safetensors").exists()
+
+
+def _gpu_train(*args: str, **kw) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_gpu_recipe_refuses_bad_inputs_in_one_line(dataset, tmp_path):
+    """A data folder without content/ and style/, a missing VGG file, a missing pack, a folder without parts or
+    with one missing, parts that are not JSON: each exits non-zero with one line naming it, and writes nothing."""
+    c, s = dataset
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for args, says in [(["pack", "--data", str(a_file), "--vgg", str(SHARED_VGG), "--out", str(tmp_path / "p")], "not a folder"),
+                       (["pack", "--data", str(c.parent), "--vgg", str(tmp_path / "none"), "--out", str(tmp_path / "p")], "not a file"),
+                       (["run", "--pack", str(tmp_path / "none"), "--work", str(tmp_path / "w")], "missing"),
+                       (["join", str(tmp_path), "-o", str(tmp_path / "m.safetensors")], "does not hold")]:
+        done = _gpu_train(*args, env=os.environ | {"OUT": str(tmp_path / "out")})
+        assert done.returncode != 0 and says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "manifest.json").write_text(json.dumps({"parts": ["model.part0"], "bytes": 1, "sha256": "0"}))
+    done = _gpu_train("join", str(parts), "-o", str(tmp_path / "m.safetensors"))
+    assert done.returncode != 0 and "model.part0" in done.stderr
+    (parts / "manifest.json").write_text("{not json")
+    assert _gpu_train("join", str(parts), "-o", str(tmp_path / "m.safetensors")).returncode != 0
+    assert not (tmp_path / "p").exists() and not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob("m.safetensors*"))
+
+
+def test_gpu_recipe_stopped_by_sigterm_stops_its_training_and_brings_nothing_back(dataset, tmp_path):
+    """The device ends a call at its time limit: the training process goes too, and $OUT gets no half model."""
+    import signal
+    import time
+
+    c, s = dataset
+    pack = tmp_path / "pack"
+    assert _gpu_train("pack", "--data", str(c.parent), "--vgg", str(SHARED_VGG), "--out", str(pack),
+                      "--budget", str(2**40)).returncode == 0
+    out, work = tmp_path / "out", tmp_path / "work"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_train.py"
+    proc = subprocess.Popen([sys.executable, str(script), "run", "--pack", str(pack), "--work", str(work),
+                             "--probe", "100000", "--", "--device", "cpu", "--crop", "32", "--batch", "4",
+                             "--style-bank", "1"], env=os.environ | {"OMP_NUM_THREADS": "1", "OUT": str(out)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = work / "probe" / "log.csv"
+    deadline = time.time() + 240
+    while not (log.is_file() and log.stat().st_size > 100) and time.time() < deadline:  # training has begun
+        time.sleep(0.5)
+    assert log.is_file(), "the probe never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    size = log.stat().st_size
+    time.sleep(3)
+    assert log.stat().st_size == size  # nothing trains on after the parent has gone
+    def cmdline(pid: Path) -> bytes:
+        try:
+            return (pid / "cmdline").read_bytes()
+        except OSError:  # it ended while we looked
+            return b""
+
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and str(work).encode() in cmdline(p)]
+    assert not out.exists()
